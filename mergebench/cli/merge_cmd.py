@@ -1,0 +1,125 @@
+"""`mergebench merge` and `mergebench methods`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mergebench.errors import MergeBenchError
+
+CONFIG_KEYS = {"method", "base", "experts", "labels", "out", "settings", "include", "exclude", "out_dtype",
+               "max_shard_size", "device"}
+
+
+def _parse_sets(pairs: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise MergeBenchError(f"--set {pair!r}: expected NAME=VALUE, e.g. --set lambda=0.4")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _load_config(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise MergeBenchError(f"{path}: cannot read ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise MergeBenchError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise MergeBenchError(f"{path}: expected a mapping with method, base, experts, out")
+    unknown = set(data) - CONFIG_KEYS
+    if unknown:
+        raise MergeBenchError(f"{path}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(CONFIG_KEYS))})")
+    experts = data.get("experts") or []
+    if experts and isinstance(experts[0], dict):  # [{path: ..., label: ...}]
+        data["labels"] = [e.get("label") or Path(e["path"]).name for e in experts]
+        data["experts"] = [e["path"] for e in experts]
+    return data
+
+
+@click.command("merge")
+@click.argument("config", required=False, type=click.Path(path_type=Path))
+@click.option("--method", "-m", help="merging method (see `mergebench methods`)")
+@click.option("--base", "-b", help="base model: directory or hub id in the local HF cache")
+@click.option("--expert", "-e", "experts", multiple=True, help="a specialist (repeat once per specialist)")
+@click.option("--label", "labels", multiple=True, help="names of the specialists, in --expert order")
+@click.option("--out", "-o", help="output directory")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="method setting, e.g. --set K=0.3")
+@click.option("--include", multiple=True, help="glob of tensors to merge (replaces the default set)")
+@click.option("--exclude", multiple=True, help="glob of tensors to keep from the base")
+@click.option("--out-dtype", help="output dtype (default: the base's): bfloat16, float16, float32")
+@click.option("--max-shard-size", help="largest output shard, e.g. 5GB (default 5GB)")
+@click.option("--device", help="auto (CUDA when present), cpu, cuda, cuda:N")
+@click.option("--force", is_flag=True, help="replace an existing output directory")
+@click.option("--full-hash", is_flag=True, help="hash every byte of the inputs for the manifest")
+def merge_command(config, method, base, experts, labels, out, sets, include, exclude, out_dtype, max_shard_size,
+                  device, force, full_hash):
+    """Merge a base and its specialists into one checkpoint, streaming tensor by tensor.
+
+    Give everything as options, or a YAML CONFIG with the same keys (method, base, experts, out,
+    settings, include, exclude, out_dtype, max_shard_size, device); options override the file.
+    """
+    from mergebench.merging.engine import MergeJob, Merger
+
+    data = _load_config(config) if config else {}
+    cli = {"method": method, "base": base, "out": out, "out_dtype": out_dtype, "max_shard_size": max_shard_size,
+           "device": device, "experts": list(experts) or None, "labels": list(labels) or None,
+           "include": list(include) or None, "exclude": list(exclude) or None}
+    data.update({k: v for k, v in cli.items() if v is not None})
+    data["settings"] = {**(data.get("settings") or {}), **_parse_sets(sets)}
+    for key, flag in (("method", "--method"), ("base", "--base"), ("out", "--out")):
+        if not data.get(key):
+            raise MergeBenchError(f"missing {key}: give {flag} or set {key} in the config file")
+    data.setdefault("max_shard_size", "5GB")
+    data.setdefault("device", "auto")
+    job = MergeJob(**{k: v for k, v in data.items() if v is not None}, force=force, full_hash=full_hash)
+
+    console = Console(stderr=True)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done)
+
+        merger = Merger(job, progress)
+        result = merger.run()
+    table = Table(title=f"merged with {merger.spec.name}", show_header=False)
+    table.add_row("output", str(result.out))
+    table.add_row("tensors merged / copied", f"{result.tensors_merged} / {result.tensors_copied}")
+    table.add_row("wall time", f"{result.seconds:.2f} s")
+    table.add_row("peak RSS", f"{result.peak_rss_bytes / 2**20:.0f} MiB")
+    if result.peak_cuda_bytes:
+        table.add_row("peak CUDA memory", f"{result.peak_cuda_bytes / 2**20:.0f} MiB")
+    if result.thresholds is not None:
+        table.add_row("global thresholds", ", ".join(f"{t:.4g}" for t in result.thresholds))
+    Console().print(table)
+
+
+@click.command("methods")
+def methods_command():
+    """List the merging methods with their settings and reference defaults."""
+    from mergebench.merging.methods import METHODS
+
+    table = Table(title="merging methods")
+    table.add_column("method", style="bold")
+    table.add_column("what it does")
+    table.add_column("settings (default)")
+    for spec in METHODS.values():
+        settings = "\n".join(
+            f"{p.name} = {p.default!r}" + (f"  [{'|'.join(p.choices)}]" if p.choices else "") + f"  {p.help}"
+            for p in spec.params
+        ) or "-"
+        table.add_row(spec.name, f"{spec.summary}\n({spec.reference})", settings)
+    Console(width=160).print(table)

@@ -1,0 +1,1 @@
+"""Streaming model merging: checkpoints in, one merged checkpoint out, tensor by tensor."""

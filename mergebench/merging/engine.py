@@ -1,0 +1,296 @@
+"""The streaming merge: validate inputs, find global thresholds, merge tensor by tensor, write.
+
+Peak memory is a few fp32 copies of the largest merged tensor (its T task vectors plus the method's
+intermediates), independent of model size. Output goes to a temporary directory that is renamed into
+place only after the last byte and the manifest are written.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mergebench.errors import MergeBenchError
+from mergebench.merging.checkpoint import Checkpoint
+from mergebench.merging.fingerprint import fingerprint
+from mergebench.merging.methods import MethodSpec, TensorContext, get_method
+from mergebench.merging.selection import merged_names, natural_key, threshold_names
+from mergebench.merging.topk import GlobalThreshold
+from mergebench.merging.writer import ShardedWriter, parse_size
+
+# config.json fields that must agree between base and specialists (vocab_size may differ).
+ARCH_FIELDS = ("model_type", "architectures", "hidden_size", "num_hidden_layers", "intermediate_size",
+               "num_attention_heads", "num_key_value_heads", "head_dim")
+DTYPE_BY_NAME = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
+                 "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
+
+ProgressFn = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+@dataclass
+class MergeJob:
+    """Everything that determines a merge's output."""
+
+    method: str
+    base: str
+    experts: list[str]
+    out: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    labels: list[str] | None = None
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    out_dtype: str | None = None
+    max_shard_size: str | int = "5GB"
+    device: str = "auto"
+    force: bool = False
+    full_hash: bool = False
+
+
+@dataclass
+class MergeResult:
+    out: Path
+    seconds: float
+    peak_rss_bytes: int
+    peak_cuda_bytes: int
+    tensors_merged: int
+    tensors_copied: int
+    thresholds: list[float] | None
+    manifest: dict[str, Any]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MergeBenchError(f"device {name}: CUDA is not available on this machine (use --device cpu)")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise MergeBenchError(f"device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class Merger:
+    """One merge job, prepared (inputs validated) on construction and executed by `run()`."""
+
+    def __init__(self, job: MergeJob, progress: ProgressFn | None = None):
+        self.job = job
+        self.progress = progress or (lambda phase, done, total: None)
+        self.spec: MethodSpec = get_method(job.method)
+        self.hp = self.spec.settings(job.settings)
+        if not job.experts:
+            raise MergeBenchError("no specialists given (use --expert PATH, once per specialist)")
+        self.out = Path(job.out).expanduser()
+        if self.out.exists() and not job.force:
+            raise MergeBenchError(f"{self.out}: output directory already exists (use --force to replace it)")
+        self.device = resolve_device(job.device)
+        self.base = Checkpoint(job.base, label="base")
+        labels = job.labels or [None] * len(job.experts)
+        if len(labels) != len(job.experts):
+            raise MergeBenchError(f"{len(labels)} labels given for {len(job.experts)} specialists")
+        self.experts = [Checkpoint(e, label=lab) for e, lab in zip(job.experts, labels, strict=True)]
+        self._dedupe_labels()
+        self.out_dtype = self._out_dtype()
+        self.names = sorted(self.base.tensors, key=natural_key)
+        self.merged = merged_names(self.names, job.include, job.exclude)
+        if not self.merged:
+            raise MergeBenchError("the include/exclude patterns select no tensor of the base model")
+        self._check_architecture()
+        self.ranked = (threshold_names(self.names, self.merged, self.hp.get("threshold_set", "reference"))
+                       if self.spec.uses_global_threshold(self.hp) else [])
+        self._check_tensors(sorted(set(self.merged) | set(self.ranked)))
+
+    # --- validation ---------------------------------------------------------------------------------
+    def _dedupe_labels(self) -> None:
+        seen: dict[str, int] = {}
+        for e in self.experts:
+            if e.label in seen:
+                seen[e.label] += 1
+                e.label = f"{e.label}#{seen[e.label]}"
+            else:
+                seen[e.label] = 0
+
+    def _out_dtype(self) -> torch.dtype | None:
+        if self.job.out_dtype is None:
+            return None
+        try:
+            return DTYPE_BY_NAME[self.job.out_dtype.lower()]
+        except KeyError:
+            raise MergeBenchError(
+                f"--out-dtype {self.job.out_dtype!r}: expected one of bfloat16, float16, float32"
+            ) from None
+
+    def _check_architecture(self) -> None:
+        for e in self.experts:
+            for key in ARCH_FIELDS:
+                if self.base.config.get(key) != e.config.get(key):
+                    raise MergeBenchError(
+                        f"{e.path}: architecture differs from the base ({key} = {e.config.get(key)!r}, "
+                        f"base has {self.base.config.get(key)!r})"
+                    )
+
+    def _check_tensors(self, names: list[str]) -> None:
+        for e in self.experts:
+            for name in names:
+                info = e.tensors.get(name)
+                if info is None:
+                    raise MergeBenchError(f"{e.path}: tensor {name} is missing (the base has it)")
+                want = self.base.tensors[name].shape
+                if info.shape != want and not _extra_rows_ok(name, info.shape, want):
+                    raise MergeBenchError(f"{e.path}: tensor {name} has shape {list(info.shape)}, "
+                                          f"the base has {list(want)}")
+
+    # --- reading ------------------------------------------------------------------------------------
+    def _task_vectors(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """fp32 base tensor and stacked task vectors [T, ...] on the compute device."""
+        shape = self.base.tensors[name].shape
+        base = self.base.read_into(name, torch.empty(shape, dtype=torch.float32))
+        tau = torch.empty((len(self.experts), *shape), dtype=torch.float32)
+        for t, e in enumerate(self.experts):
+            e.read_into(name, tau[t])
+        for t, ckpt in enumerate([self.base, *self.experts]):
+            x = base if t == 0 else tau[t - 1]
+            if not bool(torch.isfinite(x).all()):
+                raise MergeBenchError(f"{ckpt.path}: tensor {name} contains NaN or infinite values")
+        base, tau = base.to(self.device), tau.to(self.device)
+        tau -= base
+        return base, tau
+
+    # --- passes -------------------------------------------------------------------------------------
+    def _global_thresholds(self) -> torch.Tensor:
+        acc = GlobalThreshold(len(self.experts), self.device)
+        for i, name in enumerate(self.ranked):
+            acc.first_pass(self._task_vectors(name)[1])
+            self.progress("thresholds 1/2", i + 1, len(self.ranked))
+        d = acc.count
+        rank = self.spec.global_rank(self.hp, d)
+        acc.choose([rank] * len(self.experts))
+        if acc.needs_second_pass:
+            for i, name in enumerate(self.ranked):
+                acc.second_pass(self._task_vectors(name)[1])
+                self.progress("thresholds 2/2", i + 1, len(self.ranked))
+        return acc.thresholds()
+
+    def run(self) -> MergeResult:
+        start = time.time()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        thresholds = self._global_thresholds() if self.ranked else None
+        global_sign = self.spec.with_sign is not None and thresholds is not None
+        layout = [(n, self._dtype_for(n), self.base.tensors[n].shape) for n in self.names]
+        writer = ShardedWriter(self.out, layout, parse_size(self.job.max_shard_size))
+        merged_set = set(self.merged)
+        # Tensors that are ranked but never written back (an untied lm_head) still vote in the majority sign.
+        voters = [n for n in self.ranked if n not in merged_set] if global_sign else []
+        work = self.names + voters
+        sign_total = 0.0
+        pending: list[tuple[str, torch.Tensor, torch.Tensor]] = []  # TIES zero-sign fix-ups
+        try:
+            writer.open()
+            for i, name in enumerate(work):
+                if name not in merged_set:
+                    if i < len(self.names):
+                        self._copy(writer, name)
+                    else:  # ranked but never written back: it only votes in the majority sign
+                        ctx = self._ctx(name, thresholds, zero_sign=1.0)
+                        sign_total += self.spec.with_sign(self._task_vectors(name)[1], ctx, self.hp)[1]
+                    self.progress("merge", i + 1, len(work))
+                    continue
+                base, tau = self._task_vectors(name)
+                ctx = self._ctx(name, thresholds, zero_sign=1.0 if global_sign else None)
+                if global_sign:
+                    delta, sign_sum, ambiguous = self.spec.with_sign(tau, ctx, self.hp)
+                    out = base + delta
+                    sign_total += sign_sum
+                    ambiguous = ambiguous.reshape(-1)
+                    if bool(ambiguous.any()):
+                        ctx.zero_sign = -1.0
+                        alt = (base + self.spec.fn(tau, ctx, self.hp)).reshape(-1)
+                        idx = ambiguous.nonzero().reshape(-1)
+                        pending.append((name, idx.cpu(), alt[idx].cpu()))
+                else:
+                    out = base + self.spec.fn(tau, ctx, self.hp)
+                writer.write(name, out.to(self._dtype_for(name)).cpu())
+                del base, tau, out
+                self.progress("merge", i + 1, len(work))
+            if global_sign and sign_total <= 0:  # the majority sign is not +1: redo the tied entries
+                for name, idx, values in pending:
+                    writer.patch(name, idx, values)
+            seconds = time.time() - start
+            manifest = self._manifest(thresholds, seconds, sign_total if global_sign else None)
+            result = MergeResult(self.out, seconds, peak_rss_bytes(),
+                                 torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else 0,
+                                 len(self.merged), len(self.names) - len(self.merged),
+                                 thresholds.tolist() if thresholds is not None else None, manifest)
+            manifest["peak_rss_bytes"] = result.peak_rss_bytes
+            manifest["peak_cuda_bytes"] = result.peak_cuda_bytes
+            writer.finish(self.base.path, {"merge_manifest.json": json.dumps(manifest, indent=2) + "\n"})
+            return result
+        except BaseException:
+            writer.abort()
+            raise
+
+    def _ctx(self, name: str, thresholds: torch.Tensor | None, zero_sign: float | None = None) -> TensorContext:
+        return TensorContext(name, [e.label for e in self.experts], thresholds, zero_sign)
+
+    def _dtype_for(self, name: str) -> torch.dtype:
+        native = self.base.tensors[name].dtype
+        if self.out_dtype is not None and native.is_floating_point:
+            return self.out_dtype
+        return native
+
+    def _copy(self, writer: ShardedWriter, name: str) -> None:
+        """Unmerged tensors keep the base's values; bytes pass through when the dtype is unchanged."""
+        if self._dtype_for(name) == self.base.tensors[name].dtype:
+            writer.write(name, self.base.read_bytes(name))
+        else:
+            writer.write(name, self.base.read(name).to(self._dtype_for(name)))
+
+    def _manifest(self, thresholds, seconds: float, sign_total: float | None) -> dict[str, Any]:
+        from mergebench import __version__
+
+        def model(c: Checkpoint) -> dict[str, Any]:
+            return {"label": c.label, "path": str(c.path),
+                    "files": {f.name: fingerprint(f, self.job.full_hash) for f in c.files}}
+
+        return {
+            "kind": "merge",
+            "kit_version": __version__,
+            "method": self.spec.name,
+            "settings": self.hp,
+            "base": model(self.base),
+            "experts": [model(e) for e in self.experts],
+            "merged_tensors": len(self.merged),
+            "include": self.job.include,
+            "exclude": self.job.exclude,
+            "global_thresholds": thresholds.tolist() if thresholds is not None else None,
+            "ranked_tensors": len(self.ranked),
+            "majority_sign_sum": sign_total,
+            "out_dtype": str(self.out_dtype or "base").replace("torch.", ""),
+            "device": str(self.device),
+            "torch": torch.__version__,
+            "seconds": round(seconds, 3),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "argv": list(sys.argv),
+        }
+
+
+def _extra_rows_ok(name: str, have: tuple[int, ...], want: tuple[int, ...]) -> bool:
+    """A specialist's embedding or lm_head may carry extra vocabulary rows; the base's rows are used."""
+    vocab_tensor = "embed" in name or name.startswith("lm_head")
+    return vocab_tensor and len(have) == len(want) and have[1:] == want[1:] and have[0] >= want[0]
+
+
+def merge(job: MergeJob, progress: ProgressFn | None = None) -> MergeResult:
+    return Merger(job, progress).run()

@@ -1,0 +1,125 @@
+"""What a merging method is: a pure function over one tensor's stacked task vectors, plus typed settings.
+
+A method sees `tau` with shape [T, *tensor_shape] (fp32, one row per specialist, τ_t = θ_t − θ_0) and
+returns the merged task vector; the engine adds θ_0. Whatever a method needs beyond this tensor (a
+global threshold per specialist, a seed, a global sign) arrives in the `TensorContext`, computed by the
+engine, so the functions stay trivially testable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from mergebench.errors import MergeBenchError
+
+
+@dataclass(frozen=True)
+class Param:
+    """One hyperparameter: its type, reference default, allowed values and meaning."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+    low: float | None = None  # inclusive bounds for numbers
+    high: float | None = None
+    optional: bool = False  # None is a valid value (meaning documented in help)
+
+    def coerce(self, method: str, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "auto")):
+            if self.optional:
+                return None
+            raise MergeBenchError(f"method {method}: setting {self.name} needs a value")
+        try:
+            if self.type is bool and isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                out = value.lower() in ("true", "1", "yes")
+            elif self.type is list:
+                out = _float_list(value)
+            else:
+                out = self.type(value)
+        except (TypeError, ValueError):
+            raise MergeBenchError(
+                f"method {method}: setting {self.name}={value!r} is not a valid {self.type.__name__}"
+            ) from None
+        if self.choices and out not in self.choices:
+            raise MergeBenchError(f"method {method}: setting {self.name}={out!r} must be one of {', '.join(self.choices)}")
+        for v in out if isinstance(out, list) else [out]:
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                if (self.low is not None and v < self.low) or (self.high is not None and v > self.high):
+                    raise MergeBenchError(
+                        f"method {method}: setting {self.name}={v} is outside [{self.low}, {self.high}]"
+                    )
+        return out
+
+
+def _float_list(value: Any) -> list[float]:
+    if isinstance(value, int | float):
+        return [float(value)]
+    if isinstance(value, str):
+        return [float(v) for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+    return [float(v) for v in value]
+
+
+@dataclass
+class TensorContext:
+    """What the engine knows about the tensor being merged beyond its task vectors."""
+
+    name: str
+    labels: list[str]
+    thresholds: torch.Tensor | None = None  # per specialist |τ| threshold from the global pass
+    zero_sign: float | None = None  # global elected-sign tie breaker (TIES), None: decide per tensor
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: its function and everything the engine must prepare for it."""
+
+    name: str
+    summary: str
+    fn: Callable[..., torch.Tensor]
+    params: tuple[Param, ...] = ()
+    # Global top-k: given settings and the number d of entries, the rank (k-th largest |τ|) each
+    # specialist's threshold sits at; None when the method needs no global threshold.
+    global_rank: Callable[[dict[str, Any], int], int] | None = None
+    # Methods whose result depends on a sign summed over the whole parameter set (TIES's majority):
+    # returns (merged under ctx.zero_sign, this tensor's sign sum, mask of entries that depend on it).
+    with_sign: Callable[..., tuple[torch.Tensor, float, torch.Tensor]] | None = None
+    reference: str = ""
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def settings(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Validate user settings against the parameters and fill in the defaults."""
+        known = {p.name: p for p in self.params}
+        for key in given:
+            if key not in known:
+                names = ", ".join(known) or "none"
+                raise MergeBenchError(f"method {self.name}: unknown setting {key!r} (known: {names})")
+        return {p.name: p.coerce(self.name, given[p.name]) if p.name in given else p.default for p in self.params}
+
+    def uses_global_threshold(self, hp: dict[str, Any]) -> bool:
+        return self.global_rank is not None and hp.get("scope", "global") == "global"
+
+
+def threshold_mask(tau: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """|τ_t| ≥ threshold_t for each specialist row."""
+    shape = (-1,) + (1,) * (tau.dim() - 1)
+    return tau.abs() >= thresholds.to(tau.device).reshape(shape)
+
+
+def kth_largest_abs(tau: torch.Tensor, rank: int) -> torch.Tensor:
+    """Per specialist row, the rank-th largest |τ| of that row (rank 0: +inf, rank > d: 0)."""
+    flat = tau.reshape(tau.shape[0], -1).abs()
+    d = flat.shape[1]
+    if rank <= 0:
+        return torch.full((tau.shape[0],), float("inf"), device=tau.device)
+    if rank > d:
+        return torch.zeros(tau.shape[0], device=tau.device)
+    return flat.kthvalue(d - rank + 1, dim=1).values

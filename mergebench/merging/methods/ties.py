@@ -1,0 +1,77 @@
+"""TIES-merging: trim each task vector, elect a sign per entry, merge the entries that agree.
+
+Reference semantics (SPEC.md): the trim threshold is the (int(K·d)+1)-th largest |τ_t| over the whole
+parameter set (ties kept); where the elected sign sum is exactly zero the sign of the sum of all
+elected signs decides (a zero majority behaves like −1, as `where(sign > 0, τ > 0, τ < 0)` does);
+trimmed zeros never count in the disjoint mean.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from mergebench.merging.methods.spec import MethodSpec, Param, TensorContext, kth_largest_abs, threshold_mask
+
+
+def ties_rank(hp: dict[str, Any], d: int) -> int:
+    return int(hp["K"] * d) + 1
+
+
+def _trimmed(tau: torch.Tensor, ctx: TensorContext, hp: dict[str, Any]) -> torch.Tensor:
+    thresholds = ctx.thresholds
+    if thresholds is None:  # per-tensor scope
+        thresholds = kth_largest_abs(tau, ties_rank(hp, tau[0].numel()))
+    return tau * threshold_mask(tau, thresholds)
+
+
+def _merge_trimmed(trimmed: torch.Tensor, total: torch.Tensor, zero_sign: float, hp: dict[str, Any]) -> torch.Tensor:
+    elected = torch.sign(total)
+    elected = torch.where(elected == 0, torch.full_like(elected, zero_sign), elected)
+    keep = torch.where(elected > 0, trimmed > 0, trimmed < 0)
+    merged = (trimmed * keep).sum(0)
+    if hp["aggregation"] == "mean":
+        merged = merged / keep.sum(0).clamp(min=1)
+    return merged * hp["lambda"]
+
+
+def ties(tau: torch.Tensor, ctx: TensorContext, hp: dict[str, Any]) -> torch.Tensor:
+    trimmed = _trimmed(tau, ctx, hp)
+    total = trimmed.sum(0)
+    zero_sign = ctx.zero_sign
+    if zero_sign is None:  # per-tensor scope: this tensor's own majority decides
+        zero_sign = float(torch.sign(torch.sign(total).sum()))
+    return _merge_trimmed(trimmed, total, zero_sign, hp)
+
+
+def ties_with_sign(tau: torch.Tensor, ctx: TensorContext, hp: dict[str, Any]):
+    """Global scope: the merge under ctx.zero_sign, this tensor's share Σ sgn(Σ_t trimmed τ_t) of the
+    majority sign, and the entries whose value depends on that sign (trimmed sum 0, terms not all 0)."""
+    trimmed = _trimmed(tau, ctx, hp)
+    total = trimmed.sum(0)
+    sign_sum = float(torch.sign(total).sum())
+    ambiguous = (total == 0) & (trimmed != 0).any(0)
+    return _merge_trimmed(trimmed, total, ctx.zero_sign, hp), sign_sum, ambiguous
+
+
+TIES = MethodSpec(
+    "ties",
+    "TIES: trim to top-K by magnitude, elect signs, merge agreeing entries",
+    ties,
+    (
+        Param("K", float, 0.3, "fraction of each task vector kept by magnitude", low=0.0, high=1.0),
+        Param("lambda", float, 0.4, "scale of the merged task vector", low=0.0),
+        Param("aggregation", str, "sum", "sum (reference) or mean (disjoint mean of the TIES paper)",
+              choices=("sum", "mean")),
+        Param("scope", str, "global", "trim threshold over the whole parameter set or per tensor",
+              choices=("global", "tensor")),
+        Param("threshold_set", str, "reference",
+              "entries the global threshold ranks: reference = every tensor whose name lacks 'embed' "
+              "(an untied lm_head included), merged = only the merged tensors",
+              choices=("reference", "merged")),
+    ),
+    global_rank=ties_rank,
+    with_sign=ties_with_sign,
+    reference="Yadav et al. 2023",
+)

@@ -1,0 +1,83 @@
+"""Exact global k-th largest |τ| per specialist, streamed, without sorting or flattening the model.
+
+Non-negative fp32 values order exactly like their bit patterns read as int32. A first pass counts the
+high 16 bits of every |τ| (32768 bins, since the sign bit is 0); the bin holding the k-th largest is
+then resolved by a second pass that counts the low 16 bits of the entries in that bin alone. Memory is
+two small histograms per specialist; the answer is the exact float the full sort would give.
+"""
+
+from __future__ import annotations
+
+import torch
+
+HIGH_BINS = 1 << 15
+LOW_BINS = 1 << 16
+
+
+def _bits(tau: torch.Tensor) -> torch.Tensor:
+    return tau.abs().reshape(tau.shape[0], -1).contiguous().view(torch.int32)
+
+
+class GlobalThreshold:
+    """Accumulates the two histogram passes for T specialists and yields per-specialist thresholds."""
+
+    def __init__(self, n_specialists: int, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.high = torch.zeros(n_specialists, HIGH_BINS, dtype=torch.int64, device=self.device)
+        self.low = torch.zeros(n_specialists, LOW_BINS, dtype=torch.int64, device=self.device)
+        self.ranks: list[int] | None = None
+        self._bin: list[int] = []
+        self._above: list[int] = []
+
+    @property
+    def count(self) -> int:
+        """Entries seen per specialist (d)."""
+        return int(self.high[0].sum())
+
+    def first_pass(self, tau: torch.Tensor) -> None:
+        bits = _bits(tau)
+        for t in range(bits.shape[0]):
+            self.high[t] += torch.bincount(bits[t] >> 16, minlength=HIGH_BINS)
+
+    def choose(self, ranks: list[int]) -> None:
+        """After the first pass: locate, per specialist, the high bin that holds its rank-th largest."""
+        self.ranks = ranks
+        self._bin, self._above = [], []
+        for t, rank in enumerate(ranks):
+            counts = self.high[t].flip(0).cumsum(0).flip(0)  # counts[b] = entries with high bits ≥ b
+            if rank <= 0 or rank > int(counts[0]):
+                self._bin.append(-1)
+                self._above.append(0)
+                continue
+            b = int((counts >= rank).nonzero().max())
+            self._bin.append(b)
+            self._above.append(int(counts[b + 1]) if b + 1 < HIGH_BINS else 0)
+
+    @property
+    def needs_second_pass(self) -> bool:
+        return any(b >= 0 for b in self._bin)
+
+    def second_pass(self, tau: torch.Tensor) -> None:
+        bits = _bits(tau)
+        for t, b in enumerate(self._bin):
+            if b < 0:
+                continue
+            row = bits[t]
+            inside = row[(row >> 16) == b]
+            if inside.numel():
+                self.low[t] += torch.bincount(inside & 0xFFFF, minlength=LOW_BINS)
+
+    def thresholds(self) -> torch.Tensor:
+        """Per specialist: the exact rank-th largest |τ| (rank 0: +inf, keeps nothing; rank > d: 0)."""
+        assert self.ranks is not None, "choose() must run first"
+        out = []
+        for t, (rank, b) in enumerate(zip(self.ranks, self._bin, strict=True)):
+            if b < 0:
+                out.append(float("inf") if rank <= 0 else 0.0)
+                continue
+            need = rank - self._above[t]  # rank within the bin, counted from its top
+            counts = self.low[t].flip(0).cumsum(0).flip(0)
+            low = int((counts >= need).nonzero().max())
+            pattern = torch.tensor([(b << 16) | low], dtype=torch.int32)
+            out.append(float(pattern.view(torch.float32)))
+        return torch.tensor(out, dtype=torch.float32)
