@@ -19,11 +19,11 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 test: venv
-	$(PY) -m ruff check mergebench tests benchmarks
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 lint: venv
-	$(PY) -m ruff check mergebench tests benchmarks
+	$(PY) -m ruff check .
 
 reproduce: venv
 	$(VENV)/bin/mergebench reproduce --model $(MODEL)

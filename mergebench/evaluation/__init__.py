@@ -1,0 +1,1 @@
+"""Evaluation: for each harness, the parser that turns its raw output into one result record."""
