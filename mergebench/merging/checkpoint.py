@@ -197,9 +197,16 @@ class Checkpoint:
             mm.close()
         return out
 
-    def read_bytes(self, name: str) -> memoryview:
-        """The tensor's raw bytes (for copying unmerged tensors through without conversion)."""
+    def iter_bytes(self, name: str, chunk: int = 64 * 2**20):
+        """The tensor's raw bytes in chunks, so unmerged tensors (a 1 GB embedding) pass through in
+        constant memory."""
         info = self.tensors[name]
         with open(info.file, "rb") as f:
             f.seek(info.start)
-            return memoryview(f.read(info.nbytes))
+            left = info.nbytes
+            while left:
+                data = f.read(min(chunk, left))
+                if not data:
+                    raise MergeBenchError(f"{info.file}: truncated while reading tensor {name}")
+                left -= len(data)
+                yield data

@@ -253,7 +253,7 @@ class Merger:
     def _copy(self, writer: ShardedWriter, name: str) -> None:
         """Unmerged tensors keep the base's values; bytes pass through when the dtype is unchanged."""
         if self._dtype_for(name) == self.base.tensors[name].dtype:
-            writer.write(name, self.base.read_bytes(name))
+            writer.write_chunks(name, self.base.iter_bytes(name))
         else:
             writer.write(name, self.base.read(name).to(self._dtype_for(name)))
 

@@ -122,18 +122,24 @@ class ShardedWriter:
             fh.truncate(acc)
             self._handles[i] = fh
 
-    def write(self, name: str, tensor: torch.Tensor | memoryview | bytes) -> None:
+    def write(self, name: str, tensor: torch.Tensor) -> None:
         slot = self.slots[name]
-        if isinstance(tensor, torch.Tensor):
-            if tensor.dtype != slot.dtype or tuple(tensor.shape) != slot.shape:
-                raise MergeBenchError(f"internal error: tensor {name} is {tensor.dtype}{tuple(tensor.shape)}, "
-                                      f"planned {slot.dtype}{slot.shape}")
-            data = tensor.detach().contiguous().cpu().view(torch.uint8).numpy().data if slot.nbytes else b""
-        else:
-            data = tensor
+        if tensor.dtype != slot.dtype or tuple(tensor.shape) != slot.shape:
+            raise MergeBenchError(f"internal error: tensor {name} is {tensor.dtype}{tuple(tensor.shape)}, "
+                                  f"planned {slot.dtype}{slot.shape}")
+        data = tensor.detach().contiguous().cpu().view(torch.uint8).numpy().data if slot.nbytes else b""
+        self.write_chunks(name, [data])
+
+    def write_chunks(self, name: str, chunks) -> None:
+        """Write a tensor's raw bytes, given in order as any number of chunks."""
+        slot = self.slots[name]
         fh = self._handles[slot.shard]
         fh.seek(slot.start)
-        fh.write(data)
+        written = 0
+        for data in chunks:
+            written += fh.write(data)
+        if written != slot.nbytes:
+            raise MergeBenchError(f"internal error: tensor {name} got {written} bytes, planned {slot.nbytes}")
         self._written.add(name)
 
     def patch(self, name: str, flat_index: torch.Tensor, values: torch.Tensor) -> None:
