@@ -1,0 +1,50 @@
+"""What an adapter hands to a runtime: one process to run, in which image, with which isolation.
+
+Adapters only describe; runtimes (local, docker, apptainer, slurm) decide how to launch. Keeping the
+sandbox policy here as data means every runtime applies the same limits to untrusted generated code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """Isolation for running untrusted code: no network, read-only root, a size-limited tmpfs, an
+    unprivileged user, and caps on processes, memory, CPU and wall time."""
+
+    network: bool = False
+    read_only_root: bool = True
+    tmpfs: dict[str, str] = field(default_factory=lambda: {"/tmp": "rw,exec,nosuid,size=512m"})
+    user: str = "65534:65534"
+    pids_limit: int = 256
+    memory: str = "4g"
+    cpus: float = 2.0
+    timeout_s: int = 3600
+
+
+@dataclass(frozen=True)
+class HarnessRun:
+    """One harness process: argv, environment, image and GPU need; outputs land in `out_dir`."""
+
+    harness: str
+    name: str  # e.g. "lmeval-math", "bigcode-generate-humanevalplus"
+    image: str
+    argv: tuple[str, ...]
+    out_dir: str
+    env: dict[str, str] = field(default_factory=dict)
+    gpus: int = 0
+    workdir: str | None = None
+    sandbox: Sandbox | None = None
+
+    def shell(self) -> str:
+        """The command as one copy-pasteable line (for logs and docs)."""
+        import shlex
+
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
+        return (env + " " if env else "") + shlex.join(self.argv)
+
+
+#: Environment every evaluation stage runs with: after the fetch stage the hub is never contacted.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

@@ -1,0 +1,106 @@
+"""Each adapter builds exactly the command MergeBench's protocol needs, and reads back what it wrote."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mergebench.errors import MergeBenchError
+from mergebench.evaluation.adapters import bigcode, lmeval, safety
+
+FIXTURES = Path(__file__).parent / "fixtures" / "published-results" / "Llama-3.2-3B-RegMeanPlusPlus"
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def test_lmeval_argv_hf_backend():
+    runs = lmeval.runs("/ws/models/m", "/ws/evals/m")
+    assert [r.name for r in runs] == ["lmeval-math", "lmeval-multilingual", "lmeval-instruction"]
+    math, multi, inst = runs
+    assert math.argv == ("lm_eval", "--model", "hf", "--model_args", "pretrained=/ws/models/m,dtype=bfloat16",
+                         "--tasks", "gsm8k_cot", "--batch_size", "auto", "--seed", "0",
+                         "--output_path", "/ws/evals/m/lmeval/math", "--log_samples")
+    assert multi.argv[multi.argv.index("--tasks") + 1] == (
+        "m_mmlu_fr,m_mmlu_es,m_mmlu_de,m_mmlu_ru,arc_fr,arc_es,arc_de,arc_ru,"
+        "hellaswag_fr,hellaswag_es,hellaswag_de,hellaswag_ru")
+    assert multi.argv[multi.argv.index("--num_fewshot") + 1] == "0"
+    assert inst.argv[inst.argv.index("--tasks") + 1] == "ifeval" and "--num_fewshot" in inst.argv
+    assert all(r.env == {**OFFLINE, "NLTK_DATA": "/opt/nltk_data"} and r.gpus == 1 for r in runs)
+    assert all(r.image == "mergebench/lmeval" for r in runs)
+
+
+def test_lmeval_argv_vllm_backend_and_errors():
+    (run,) = lmeval.runs("/m", "/o", lmeval.LmEvalSettings(backend="vllm", seed=3), groups=("math",))
+    assert run.argv[:5] == ("lm_eval", "--model", "vllm", "--model_args",
+                            "pretrained=/m,dtype=bfloat16,gpu_memory_utilization=0.8,max_model_len=4096,"
+                            "tensor_parallel_size=1")
+    assert run.argv[run.argv.index("--seed") + 1] == "3"
+    with pytest.raises(MergeBenchError, match="backend 'tgi'"):
+        lmeval.LmEvalSettings(backend="tgi")
+    with pytest.raises(MergeBenchError, match="task group 'poetry'"):
+        lmeval.runs("/m", "/o", groups=("poetry",))
+
+
+def test_bigcode_generation_and_sandboxed_execution_argv():
+    runs = bigcode.runs("/ws/models/m", "/ws/evals/m")
+    assert [r.name for r in runs] == ["bigcode-generate-humanevalplus", "bigcode-execute-humanevalplus",
+                                      "bigcode-generate-mbppplus", "bigcode-execute-mbppplus"]
+    gen, exe = runs[:2]
+    sampling = ("--tasks", "humanevalplus", "--temperature", "0.2", "--top_p", "0.95", "--do_sample", "True",
+                "--n_samples", "10", "--max_length_generation", "512", "--precision", "bf16",
+                "--batch_size", "10", "--seed", "0")
+    assert gen.argv == ("accelerate", "launch", "main.py", "--model", "/ws/models/m", *sampling,
+                        "--generation_only", "--save_generations",
+                        "--save_generations_path", "/ws/evals/m/bigcode/generations.json")
+    assert exe.argv == ("python", "main.py", "--model", "/ws/models/m", *sampling, "--allow_code_execution",
+                        "--load_generations_path", "/ws/evals/m/bigcode/generations_humanevalplus.json",
+                        "--metric_output_path", "/ws/evals/m/bigcode/code_eval_humanevalplus.json")
+    assert gen.gpus == 1 and gen.sandbox is None
+    assert exe.gpus == 0 and exe.sandbox is not None
+    assert not exe.sandbox.network and exe.sandbox.read_only_root and exe.sandbox.user != "0:0"
+    assert exe.env["HF_ALLOW_CODE_EVAL"] == "1"
+
+
+def test_bigcode_combines_per_task_metrics_into_one_record(tmp_path):
+    published = json.loads((FIXTURES / "code_eval.json").read_text())
+    out = tmp_path / "bigcode"
+    out.mkdir()
+    for task in bigcode.TASKS:
+        (out / f"code_eval_{task}.json").write_text(json.dumps({task: published[task], "config": published["config"]}))
+    record = bigcode.parse(tmp_path, "merged")
+    assert record.metrics["humanevalplus"]["pass@1"] == published["humanevalplus"]["pass@1"]
+    assert record.metrics["mbppplus"]["pass@1"] == published["mbppplus"]["pass@1"]
+    (out / "code_eval_mbppplus.json").unlink()
+    with pytest.raises(MergeBenchError, match="code_eval_mbppplus.json: the bigcode execution run for mbppplus"):
+        bigcode.parse(tmp_path, "merged")
+
+
+def test_safety_argv_env_and_parse(tmp_path):
+    (run,) = safety.runs("/ws/models/m", tmp_path, safety.SafetySettings(gpus=(2, 3)))
+    assert run.argv == ("python", "evaluation/eval.py", "generators", "--model_name_or_path", "/ws/models/m",
+                        "--model_input_template_path_or_name", "llama3",
+                        "--tasks", "wildguardtest,harmbench,xstest,do_anything_now",
+                        "--report_output_path", f"{tmp_path}/safety/safety_eval.json",
+                        "--save_individual_results_path", f"{tmp_path}/safety/all.json", "--use_vllm")
+    assert run.env["CUDA_VISIBLE_DEVICES"] == "2,3" and run.gpus == 2 and run.env["OPENAI_API_KEY"]
+    with pytest.raises(MergeBenchError, match="wrote no report for m1"):
+        safety.parse(tmp_path, "m1")
+    (tmp_path / "safety").mkdir()
+    shutil.copy(FIXTURES / "safety_eval.json", tmp_path / "safety" / "safety_eval.json")
+    assert safety.parse(tmp_path, "m1").metrics["wildguardtest"]["micro harm (lower)"] == 0.650200267022697
+    with pytest.raises(MergeBenchError, match="task 'toxigen'"):
+        safety.runs("/m", tmp_path, tasks=("toxigen",))
+
+
+def test_lmeval_parse_reads_results_written_one_folder_down(tmp_path):
+    target = tmp_path / "lmeval" / "math" / "ws__models__m"
+    target.mkdir(parents=True)
+    shutil.copy(FIXTURES / "lm_eval.json", target / "results_2025-01-01T00-00-00.json")
+    (record,) = lmeval.parse(tmp_path, "m")
+    assert record.metrics["gsm8k_cot"]["exact_match,flexible-extract"] == pytest.approx(0.4003, abs=5e-5)
+    (tmp_path / "lmeval" / "ifeval").mkdir()
+    (tmp_path / "lmeval" / "instruction").mkdir()
+    with pytest.raises(MergeBenchError, match="lm_eval wrote no results_"):
+        lmeval.parse(tmp_path, "m")
