@@ -6,8 +6,11 @@ PY := $(VENV)/bin/python
 # torch 2.13.0 is the CPU wheel this kind of machine carries on disk; override on a GPU host.
 TORCH_SPEC ?= torch==2.13.0
 MODEL ?= tiny
+# local for the tiny profile, docker for MergeBench's models (GPU host with the images built)
+RUNTIME ?= $(if $(filter tiny,$(MODEL)),local,docker)
+WORKSPACE ?= workspace
 
-.PHONY: venv test lint bench reproduce clean
+.PHONY: venv test lint bench reproduce clean images images-ci locks locks-check
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,10 +29,56 @@ lint: venv
 	$(PY) -m ruff check .
 
 reproduce: venv
-	$(VENV)/bin/mergebench reproduce --model $(MODEL)
+	$(VENV)/bin/mergebench reproduce --model $(MODEL) --runtime $(RUNTIME) --workspace $(WORKSPACE)
 
 bench: venv
 	$(PY) benchmarks/merge_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# Container images (docs/containers.md). TRACK=modern|faithful|cpu; IMAGES="train lmeval" limits the set;
+# PUSH=registry/prefix also tags and pushes; SAFETY_EVAL_COMMIT=<sha> pins safety-eval (needed for safety);
+# BASE_IMAGE swaps the pinned base (CI: the local Debian base of scripts/make-debian-base.sh);
+# NLTK_PUNKT=skip builds lmeval without punkt_tab where GitHub is unreachable.
+TRACK ?= modern
+IMAGES ?=
+PUSH ?=
+SAFETY_EVAL_COMMIT ?=
+LOCAL_WHEELS ?= /opt/wheels
+BASE_IMAGE ?=
+NLTK_PUNKT ?=
+
+images:
+	scripts/build-images.sh --track $(TRACK) $(if $(PUSH),--push $(PUSH)) $(if $(BASE_IMAGE),--base $(BASE_IMAGE)) \
+	    $(if $(SAFETY_EVAL_COMMIT),--build-arg SAFETY_EVAL_COMMIT=$(SAFETY_EVAL_COMMIT)) \
+	    $(if $(NLTK_PUNKT),--build-arg NLTK_PUNKT=$(NLTK_PUNKT)) \
+	    $(if $(filter cpu,$(TRACK)),--local-wheels $(LOCAL_WHEELS)) $(IMAGES)
+
+images-ci:
+	scripts/ci-docker.sh
+
+locks: venv
+	$(PY) scripts/lock.py
+
+locks-check: venv
+	$(PY) scripts/lock.py --check
+
+# Apptainer images for HPC, built from the Docker images (docs/hpc.md); a local single-node Slurm.
+SIF_DIR ?= sif
+MB_TRACK ?= modern
+SIF_IMAGES ?= train lmeval bigcode safety sandbox
+KIT_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+
+.PHONY: sif slurm-up
+sif:
+	@command -v apptainer >/dev/null || { echo "apptainer is not installed here (try: module load apptainer)"; exit 1; }
+	@mkdir -p $(SIF_DIR)
+	@set -e; for image in $(SIF_IMAGES); do \
+	  track=$(MB_TRACK); if [ $$image = sandbox ]; then track=cpu; fi; \
+	  echo "apptainer build $(SIF_DIR)/$$image.sif docker-daemon://mergebench/$$image:$(KIT_VERSION)-$$track"; \
+	  apptainer build --force $(SIF_DIR)/$$image.sif docker-daemon://mergebench/$$image:$(KIT_VERSION)-$$track; \
+	done
+
+slurm-up:
+	scripts/ci-slurm.sh

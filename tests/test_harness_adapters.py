@@ -28,7 +28,7 @@ def test_lmeval_argv_hf_backend():
     assert multi.argv[multi.argv.index("--num_fewshot") + 1] == "0"
     assert inst.argv[inst.argv.index("--tasks") + 1] == "ifeval" and "--num_fewshot" in inst.argv
     assert all(r.env == {**OFFLINE, "NLTK_DATA": "/opt/nltk_data"} and r.gpus == 1 for r in runs)
-    assert all(r.image == "mergebench/lmeval" for r in runs)
+    assert all(r.image == "lmeval" for r in runs)
 
 
 def test_lmeval_argv_vllm_backend_and_errors():

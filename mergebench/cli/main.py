@@ -7,7 +7,12 @@ import sys
 import click
 
 from mergebench import __version__
+from mergebench.cli.hpc_cmd import COMMANDS as HPC_COMMANDS
 from mergebench.cli.merge_cmd import merge_command, methods_command
+from mergebench.cli.pipeline_cmd import plan_command, reproduce_command, stage_group
+from mergebench.cli.results_cmd import results
+from mergebench.cli.stats_cmd import stats_command
+from mergebench.cli.tiny_cmd import COMMANDS as TINY_COMMANDS
 from mergebench.errors import MergeBenchError
 
 
@@ -28,25 +33,9 @@ def main() -> None:
     """mergebench-kit: merge, evaluate and report MergeBench, reproducibly."""
 
 
-main.add_command(merge_command)
-main.add_command(methods_command)
-
-
-@main.command("reproduce")
-@click.option("--model", default="tiny", show_default=True, help="base model family (see SPEC) or tiny")
-def reproduce_command(model: str) -> None:
-    """Run fetch → merge → eval → report for one base model (the pipeline is not in this release yet)."""
-    raise MergeBenchError(
-        f"reproduce --model {model}: the end-to-end pipeline (fetch, merge, eval, report) is not in this "
-        "release yet; what works today is `mergebench merge` and `mergebench results import` (see README)"
-    )
-
-try:  # the results commands need only the standard library and click
-    from mergebench.cli.results_cmd import results
-
-    main.add_command(results)
-except ImportError:  # pragma: no cover - during partial installs
-    pass
+for command in (merge_command, methods_command, stats_command, *TINY_COMMANDS, plan_command, reproduce_command,
+                stage_group, *HPC_COMMANDS, results):
+    main.add_command(command)
 
 if __name__ == "__main__":
     main()

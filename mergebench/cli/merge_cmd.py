@@ -11,20 +11,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from mergebench.cli.options import parse_sets
 from mergebench.errors import MergeBenchError
 
 CONFIG_KEYS = {"method", "base", "experts", "labels", "out", "settings", "include", "exclude", "out_dtype",
-               "max_shard_size", "device"}
-
-
-def _parse_sets(pairs: tuple[str, ...]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise MergeBenchError(f"--set {pair!r}: expected NAME=VALUE, e.g. --set lambda=0.4")
-        key, value = pair.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+               "max_shard_size", "device", "stats", "data", "compat"}
 
 
 def _load_config(path: Path) -> dict[str, Any]:
@@ -52,6 +43,13 @@ def _load_config(path: Path) -> dict[str, Any]:
 @click.option("--base", "-b", help="base model: directory or hub id in the local HF cache")
 @click.option("--expert", "-e", "experts", multiple=True, help="a specialist (repeat once per specialist)")
 @click.option("--label", "labels", multiple=True, help="names of the specialists, in --expert order")
+@click.option("--stats", "stats", multiple=True,
+              help="statistics directory of a specialist (regmean, fisher; from `mergebench stats`), in --expert order")
+@click.option("--data", "data_sources", multiple=True,
+              help="regmean_pp: validation data per --expert (a domain or JSONL file), or once for all "
+                   "(`mergebench` or a directory of <domain>.jsonl files, paired by --compat)")
+@click.option("--compat", type=click.Choice(["default", "reference"]),
+              help="reference: pair specialists with the reference code's data domains (default: their own)")
 @click.option("--out", "-o", help="output directory")
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="method setting, e.g. --set K=0.3")
 @click.option("--include", multiple=True, help="glob of tensors to merge (replaces the default set)")
@@ -61,21 +59,23 @@ def _load_config(path: Path) -> dict[str, Any]:
 @click.option("--device", help="auto (CUDA when present), cpu, cuda, cuda:N")
 @click.option("--force", is_flag=True, help="replace an existing output directory")
 @click.option("--full-hash", is_flag=True, help="hash every byte of the inputs for the manifest")
-def merge_command(config, method, base, experts, labels, out, sets, include, exclude, out_dtype, max_shard_size,
-                  device, force, full_hash):
+def merge_command(config, method, base, experts, labels, stats, data_sources, compat, out, sets, include, exclude, out_dtype,
+                  max_shard_size, device, force, full_hash):
     """Merge a base and its specialists into one checkpoint, streaming tensor by tensor.
 
     Give everything as options, or a YAML CONFIG with the same keys (method, base, experts, out,
-    settings, include, exclude, out_dtype, max_shard_size, device); options override the file.
+    settings, include, exclude, out_dtype, max_shard_size, device, stats, data, compat); options override
+    the file.
     """
-    from mergebench.merging.engine import MergeJob, Merger
+    from mergebench.merging.engine import MergeJob, make_merger
 
     data = _load_config(config) if config else {}
     cli = {"method": method, "base": base, "out": out, "out_dtype": out_dtype, "max_shard_size": max_shard_size,
            "device": device, "experts": list(experts) or None, "labels": list(labels) or None,
+           "stats": list(stats) or None, "data": list(data_sources) or None, "compat": compat,
            "include": list(include) or None, "exclude": list(exclude) or None}
     data.update({k: v for k, v in cli.items() if v is not None})
-    data["settings"] = {**(data.get("settings") or {}), **_parse_sets(sets)}
+    data["settings"] = {**(data.get("settings") or {}), **parse_sets(sets)}
     for key, flag in (("method", "--method"), ("base", "--base"), ("out", "--out")):
         if not data.get(key):
             raise MergeBenchError(f"missing {key}: give {flag} or set {key} in the config file")
@@ -93,7 +93,7 @@ def merge_command(config, method, base, experts, labels, out, sets, include, exc
                 tasks[phase] = bar.add_task(phase, total=total)
             bar.update(tasks[phase], completed=done)
 
-        merger = Merger(job, progress)
+        merger = make_merger(job, progress)
         result = merger.run()
     table = Table(title=f"merged with {merger.spec.name}", show_header=False)
     table.add_row("output", str(result.out))

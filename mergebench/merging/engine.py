@@ -8,9 +8,11 @@ place only after the last byte and the manifest are written.
 from __future__ import annotations
 
 import json
+import re
 import resource
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ from mergebench.merging.checkpoint import Checkpoint
 from mergebench.merging.fingerprint import fingerprint
 from mergebench.merging.methods import MethodSpec, TensorContext, get_method
 from mergebench.merging.selection import merged_names, natural_key, threshold_names
+from mergebench.merging.stats import CONFIG_FIELDS, StatsStore
 from mergebench.merging.topk import GlobalThreshold
 from mergebench.merging.writer import ShardedWriter, parse_size
 
@@ -52,6 +55,9 @@ class MergeJob:
     device: str = "auto"
     force: bool = False
     full_hash: bool = False
+    stats: list[str] = field(default_factory=list)  # data-dependent methods: one statistics dir per expert
+    data: list[str] = field(default_factory=list)  # RegMean++: validation data, one per expert (or one for all)
+    compat: str = "default"  # "reference": pair specialists with the reference code's data domains
 
 
 @dataclass
@@ -110,6 +116,8 @@ class Merger:
         self.ranked = (threshold_names(self.names, self.merged, self.hp.get("threshold_set", "reference"))
                        if self.spec.uses_global_threshold(self.hp) else [])
         self._check_tensors(sorted(set(self.merged) | set(self.ranked)))
+        self.stores, self.stat_names = self._open_stats()
+        self.data, self.samples = self._load_data()
 
     # --- validation ---------------------------------------------------------------------------------
     def _dedupe_labels(self) -> None:
@@ -151,6 +159,89 @@ class Merger:
                     raise MergeBenchError(f"{e.path}: tensor {name} has shape {list(info.shape)}, "
                                           f"the base has {list(want)}")
 
+    def _open_stats(self) -> tuple[list[StatsStore], set[str]]:
+        """Open and validate one statistics store per specialist before anything is written."""
+        kind = self.spec.stats_kind
+        if kind is None:
+            if self.job.stats:
+                raise MergeBenchError(f"method {self.spec.name} uses no statistics; drop --stats")
+            return [], set()
+        if len(self.job.stats) != len(self.experts):
+            raise MergeBenchError(
+                f"method {self.spec.name} needs {kind} statistics for each specialist: {len(self.job.stats)} "
+                f"--stats given for {len(self.experts)} --expert (make them with `mergebench stats --kind {kind}`)")
+        if kind == "gram":  # the linear layers of the decoder: 2-D tensors inside `layers.N.`
+            needed = {n for n in self.merged
+                      if re.search(r"(^|\.)layers\.\d+\.", n) and len(self.base.tensors[n].shape) == 2}
+        else:
+            needed = set(self.merged)
+        stores = []
+        for expert, path in zip(self.experts, self.job.stats, strict=True):
+            store = StatsStore(path)
+            if store.kind != kind:
+                raise MergeBenchError(f"{store.path}: holds {store.kind} statistics; method {self.spec.name} "
+                                      f"needs {kind} (`mergebench stats --kind {kind}`)")
+            self._check_stats_model(store, expert)
+            mean = store.manifest.get("mean")
+            if kind == "fisher" and not self.hp.get("normalize") and mean is not None and mean < self.hp["epsilon"]:
+                warnings.warn(f"{store.path}: the mean Fisher value {mean:.3g} is below epsilon "
+                              f"{self.hp['epsilon']:g}, so most entries are floored and the merge tends to the "
+                              "plain average; consider --set normalize=true or a smaller epsilon",
+                              RuntimeWarning, stacklevel=2)
+            for name in sorted(needed, key=natural_key):
+                shape = store.shape(name)
+                want = self.base.tensors[name].shape
+                want = (want[1], want[1]) if kind == "gram" else want
+                if shape is None:
+                    raise MergeBenchError(f"{store.path}: no {kind} statistics for tensor {name} "
+                                          f"(computed for another model or an incomplete pass?)")
+                if tuple(shape) != tuple(want) and not (kind == "fisher" and _extra_rows_ok(name, shape, want)):
+                    raise MergeBenchError(f"{store.path}: {kind} statistics of {name} have shape {list(shape)}, "
+                                          f"expected {list(want)}")
+            stores.append(store)
+        return stores, needed
+
+    def _load_data(self) -> tuple[list[tuple[str, str | None]], list[list]]:
+        """Per specialist: (data source, data domain) and its samples, loaded before anything is written."""
+        from mergebench.merging.data import load_samples
+        from mergebench.merging.pairing import COMPAT_MODES, resolve_data
+
+        if self.job.compat not in COMPAT_MODES:
+            raise MergeBenchError(f"compatibility mode {self.job.compat!r}: expected one of {', '.join(COMPAT_MODES)}")
+        if not self.spec.needs_data:
+            if self.job.data:
+                raise MergeBenchError(f"method {self.spec.name} reads no validation data; drop --data")
+            return [], []
+        given = list(self.job.data)
+        if not given:
+            raise MergeBenchError(f"method {self.spec.name} needs validation data: give --data once per --expert "
+                                  "(a domain, a JSONL file) or once for all (`mergebench` or a directory of "
+                                  "<domain>.jsonl files, paired by --compat)")
+        if len(given) == 1:
+            given = given * len(self.experts)
+        if len(given) != len(self.experts):
+            raise MergeBenchError(f"{len(given)} --data given for {len(self.experts)} --expert")
+        data = [resolve_data(d, spec, None, self.job.compat) for d, spec in zip(given, self.job.experts, strict=True)]
+        samples = [load_samples(src, self.hp["samples"], self.hp["seed"], dom if Path(src).is_dir() else None,
+                                self.hp["template"]) for src, dom in data]
+        return data, samples
+
+    def _check_stats_model(self, store: StatsStore, expert: Checkpoint) -> None:
+        """Statistics must come from this very specialist: same architecture, same weight files."""
+        recorded = store.manifest.get("config") or {}
+        for key in CONFIG_FIELDS:
+            if recorded.get(key) != expert.config.get(key):
+                raise MergeBenchError(
+                    f"{store.path}: statistics were computed on a different architecture than {expert.path} "
+                    f"({key} = {recorded.get(key)!r}, the specialist has {expert.config.get(key)!r})")
+        files = store.manifest.get("model_files") or {}
+        mine = {f.name: fingerprint(f) for f in expert.files}
+        comparable = set(files) == set(mine) and all(
+            files[n].split(":")[0] == mine[n].split(":")[0] for n in mine)
+        if set(files) != set(mine) or (comparable and files != mine):
+            raise MergeBenchError(f"{store.path}: statistics were computed on {store.manifest.get('model')}, "
+                                  f"whose weights differ from the specialist {expert.path}")
+
     # --- reading ------------------------------------------------------------------------------------
     def _task_vectors(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """fp32 base tensor and stacked task vectors [T, ...] on the compute device."""
@@ -159,12 +250,16 @@ class Merger:
         tau = torch.empty((len(self.experts), *shape), dtype=torch.float32)
         for t, e in enumerate(self.experts):
             e.read_into(name, tau[t])
-        for t, ckpt in enumerate([self.base, *self.experts]):
-            x = base if t == 0 else tau[t - 1]
-            if not bool(torch.isfinite(x).all()):
-                raise MergeBenchError(f"{ckpt.path}: tensor {name} contains NaN or infinite values")
         base, tau = base.to(self.device), tau.to(self.device)
         tau -= base
+        # NaN and ±inf survive the subtraction, so two checks cover all T+1 inputs; find the culprit only
+        # when one fails.
+        if not (bool(torch.isfinite(base).all()) and bool(torch.isfinite(tau).all())):
+            for t, ckpt in enumerate([self.base, *self.experts]):
+                x = base if t == 0 else tau[t - 1] + base
+                if not bool(torch.isfinite(x).all()):
+                    raise MergeBenchError(f"{ckpt.path}: tensor {name} contains NaN or infinite values")
+            raise MergeBenchError(f"tensor {name}: a task vector overflows fp32 (inputs are finite but too far apart)")
         return base, tau
 
     # --- passes -------------------------------------------------------------------------------------
@@ -229,20 +324,31 @@ class Merger:
                     writer.patch(name, idx, values)
             seconds = time.time() - start
             manifest = self._manifest(thresholds, seconds, sign_total if global_sign else None)
-            result = MergeResult(self.out, seconds, peak_rss_bytes(),
-                                 torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else 0,
-                                 len(self.merged), len(self.names) - len(self.merged),
-                                 thresholds.tolist() if thresholds is not None else None, manifest)
-            manifest["peak_rss_bytes"] = result.peak_rss_bytes
-            manifest["peak_cuda_bytes"] = result.peak_cuda_bytes
-            writer.finish(self.base.path, {"merge_manifest.json": json.dumps(manifest, indent=2) + "\n"})
-            return result
+            return self._finish(writer, seconds, thresholds.tolist() if thresholds is not None else None, manifest)
         except BaseException:
             writer.abort()
             raise
 
+    def _finish(self, writer: ShardedWriter, seconds: float, thresholds: list[float] | None,
+                manifest: dict[str, Any]) -> MergeResult:
+        """Record time and peak memory in the manifest, then move the output into place."""
+        result = MergeResult(self.out, seconds, peak_rss_bytes(),
+                             torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else 0,
+                             len(self.merged), len(self.names) - len(self.merged), thresholds, manifest)
+        manifest["peak_rss_bytes"] = result.peak_rss_bytes
+        manifest["peak_cuda_bytes"] = result.peak_cuda_bytes
+        writer.finish(self.base.path, {"merge_manifest.json": json.dumps(manifest, indent=2) + "\n"})
+        return result
+
     def _ctx(self, name: str, thresholds: torch.Tensor | None, zero_sign: float | None = None) -> TensorContext:
-        return TensorContext(name, [e.label for e in self.experts], thresholds, zero_sign)
+        ctx = TensorContext(name, [e.label for e in self.experts], thresholds, zero_sign)
+        if name in self.stat_names:
+            rows = self.base.tensors[name].shape[0]
+            ctx.stats = [s.read(name, self.device) for s in self.stores]
+            if self.spec.stats_kind == "fisher":  # a specialist's extra vocabulary rows are cut
+                ctx.stats = [f[:rows] for f in ctx.stats]
+            ctx.stats_meta = [s.manifest for s in self.stores]
+        return ctx
 
     def _dtype_for(self, name: str) -> torch.dtype:
         native = self.base.tensors[name].dtype
@@ -277,6 +383,8 @@ class Merger:
             "global_thresholds": thresholds.tolist() if thresholds is not None else None,
             "ranked_tensors": len(self.ranked),
             "majority_sign_sum": sign_total,
+            "stats": [{"path": str(s.path), **{k: s.manifest.get(k) for k in (
+                "kind", "model", "data", "domain", "seed", "samples", "tokens")}} for s in self.stores],
             "out_dtype": str(self.out_dtype or "base").replace("torch.", ""),
             "device": str(self.device),
             "torch": torch.__version__,
@@ -293,4 +401,13 @@ def _extra_rows_ok(name: str, have: tuple[int, ...], want: tuple[int, ...]) -> b
 
 
 def merge(job: MergeJob, progress: ProgressFn | None = None) -> MergeResult:
-    return Merger(job, progress).run()
+    return make_merger(job, progress).run()
+
+
+def make_merger(job: MergeJob, progress: ProgressFn | None = None) -> Merger:
+    """The streaming Merger, or the layer-by-layer one for methods that run data through the model."""
+    if get_method(job.method).needs_data:
+        from mergebench.merging.regmean_pp import RegMeanPlusPlus
+
+        return RegMeanPlusPlus(job, progress)
+    return Merger(job, progress)

@@ -18,8 +18,8 @@ from mergebench.evaluation.adapters.invocation import OFFLINE_ENV, HarnessRun, S
 from mergebench.evaluation.parsers.bigcode import parse_bigcode
 from mergebench.evaluation.records import ResultRecord
 
-IMAGE = "mergebench/bigcode"
-EXEC_IMAGE = "mergebench/sandbox"
+IMAGE = "bigcode"
+EXEC_IMAGE = "bigcode"  # the same harness, run with the sandbox's container settings and no GPU
 TASKS = ("humanevalplus", "mbppplus")
 HARNESS_DIR = "/opt/bigcode-evaluation-harness"
 
@@ -52,8 +52,12 @@ def generations_path(out_dir: str | Path, task: str) -> Path:
 
 
 def runs(model: str, out_dir: str | Path, settings: BigcodeSettings = BigcodeSettings(),
-         tasks: tuple[str, ...] = TASKS) -> list[HarnessRun]:
-    """Per task: a GPU generation run, then a sandboxed execution run (in that order)."""
+         tasks: tuple[str, ...] = TASKS, generations_dir: str | Path | None = None) -> list[HarnessRun]:
+    """Per task: a GPU generation run, then a sandboxed execution run (in that order).
+
+    The two run in different stages (GPU image, then sandbox); `generations_dir` is where the
+    generation stage wrote its files when it is not `out_dir`.
+    """
     out_root = Path(out_dir) / "bigcode"
     result = []
     for task in tasks:
@@ -62,7 +66,7 @@ def runs(model: str, out_dir: str | Path, settings: BigcodeSettings = BigcodeSet
         gen = ["accelerate", "launch", "main.py", "--model", model, *_common(settings, task),
                "--generation_only", "--save_generations", "--save_generations_path", str(out_root / "generations.json")]
         exe = ["python", "main.py", "--model", model, *_common(settings, task), "--allow_code_execution",
-               "--load_generations_path", str(generations_path(out_dir, task)),
+               "--load_generations_path", str(generations_path(generations_dir or out_dir, task)),
                "--metric_output_path", str(out_root / f"code_eval_{task}.json")]
         env = dict(OFFLINE_ENV)
         result.append(HarnessRun("bigcode", f"bigcode-generate-{task}", IMAGE, tuple(gen), str(out_root), env,

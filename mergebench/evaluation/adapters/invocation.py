@@ -16,7 +16,7 @@ class Sandbox:
 
     network: bool = False
     read_only_root: bool = True
-    tmpfs: dict[str, str] = field(default_factory=lambda: {"/tmp": "rw,exec,nosuid,size=512m"})
+    tmpfs: dict[str, str] = field(default_factory=lambda: {"/tmp": "rw,noexec,nosuid,nodev,size=512m"})
     user: str = "65534:65534"
     pids_limit: int = 256
     memory: str = "4g"

@@ -15,7 +15,7 @@ from mergebench.evaluation.adapters.invocation import OFFLINE_ENV, HarnessRun
 from mergebench.evaluation.parsers.lmeval import parse_lmeval
 from mergebench.evaluation.records import ResultRecord
 
-IMAGE = "mergebench/lmeval"
+IMAGE = "lmeval"
 LANGS = ("fr", "es", "de", "ru")
 #: group -> (tasks, num_fewshot or None for the task's own default)
 GROUPS: dict[str, tuple[tuple[str, ...], int | None]] = {

@@ -16,7 +16,7 @@ from mergebench.evaluation.adapters.invocation import OFFLINE_ENV, HarnessRun
 from mergebench.evaluation.parsers.safety import parse_safety
 from mergebench.evaluation.records import ResultRecord
 
-IMAGE = "mergebench/safety"
+IMAGE = "safety"
 TASKS = ("wildguardtest", "harmbench", "xstest", "do_anything_now")
 HARNESS_DIR = "/opt/safety-eval"
 OPENAI_PLACEHOLDER = "not-used-by-mergebench"

@@ -76,6 +76,10 @@ class TensorContext:
     thresholds: torch.Tensor | None = None  # per specialist |τ| threshold from the global pass
     zero_sign: float | None = None  # global elected-sign tie breaker (TIES), None: decide per tensor
     seed: int | None = None
+    # Data-dependent methods: per specialist, this tensor's statistic (a Gram or a Fisher), or None when
+    # the method keeps none for this tensor; and each statistics store's manifest (token counts, means).
+    stats: list[torch.Tensor] | None = None
+    stats_meta: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,10 @@ class MethodSpec:
     # returns (merged under ctx.zero_sign, this tensor's sign sum, mask of entries that depend on it).
     with_sign: Callable[..., tuple[torch.Tensor, float, torch.Tensor]] | None = None
     reference: str = ""
+    # Which statistics the method reads, one store per specialist (`--stats`): "gram", "fisher" or None.
+    stats_kind: str | None = None
+    # Methods that run validation data through models while merging (RegMean++): one source per expert.
+    needs_data: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
 
     def settings(self, given: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,139 @@
+"""`mergebench plan`, `mergebench reproduce` and `mergebench stage run`: the pipeline from the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from mergebench.errors import MergeBenchError
+
+DEFAULT_WORKSPACE = os.environ.get("MERGEBENCH_WORKSPACE", "workspace")
+
+
+def _gpus(text: str | None) -> list[int]:
+    if not text:
+        return []
+    try:
+        return [int(g) for g in text.split(",") if g.strip()]
+    except ValueError:
+        raise MergeBenchError(f"--gpus {text!r}: expected GPU indices such as 0,1,2") from None
+
+
+def _build(model: str, methods: tuple[str, ...], runtime_name: str, eval_limit: int | None = None):
+    from mergebench.pipeline.plan import build_plan
+    from mergebench.runtimes import get_runtime
+
+    runtime = get_runtime(runtime_name)
+    plan = build_plan(model, list(methods) or None, image_id=runtime.image_id, eval_limit=eval_limit)
+    return plan, runtime
+
+
+def _default_runtime(model: str) -> str:
+    return "local" if model == "tiny" else "docker"
+
+
+@click.command("plan")
+@click.option("--model", default="tiny", show_default=True, help="base model (see catalog) or tiny")
+@click.option("--methods", multiple=True, help="restrict the merge suite (repeat)")
+@click.option("--runtime", type=click.Choice(["local", "docker", "apptainer", "slurm"]), help="default: local for tiny, else docker")
+@click.option("--workspace", default=DEFAULT_WORKSPACE, show_default=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="print the plan as JSON")
+def plan_command(model, methods, runtime, workspace, as_json):
+    """Print the stage DAG with each stage's key, image, GPU need and status."""
+    from mergebench.pipeline.workspace import Workspace
+
+    plan, _ = _build(model, methods, runtime or _default_runtime(model))
+    ws = Workspace(workspace)
+    if as_json:
+        click.echo(json.dumps([{**s.to_dict(), "done": ws.is_complete(s)} for s in plan.stages], indent=2))
+        return
+    table = Table(title=f"plan for {model} ({len(plan.stages)} stages)")
+    for col in ("stage", "kind", "key", "image", "GPUs", "reads", "status"):
+        table.add_column(col)
+    for s in plan.stages:
+        done = ws.is_complete(s)
+        reads = list(s.inputs.values())
+        reads_text = ", ".join(reads) if len(reads) <= 3 else f"{len(reads)} stages"
+        table.add_row(s.name, s.kind, s.key[:12], s.image, str(s.gpus), reads_text or "-",
+                      "[green]done[/]" if done else "to run")
+    Console().print(table)
+
+
+@click.command("reproduce")
+@click.option("--model", default="tiny", show_default=True, help="base model (see catalog) or tiny")
+@click.option("--methods", multiple=True, help="restrict the merge suite (repeat)")
+@click.option("--runtime", type=click.Choice(["local", "docker", "apptainer", "slurm"]), help="default: local for tiny, else docker")
+@click.option("--gpus", help="GPU indices to schedule onto, e.g. 0,1 (default: none)")
+@click.option("--workspace", default=DEFAULT_WORKSPACE, show_default=True, type=click.Path(path_type=Path))
+@click.option("--results", "results_dir", default="results", show_default=True, type=click.Path(path_type=Path),
+              help="where results/<model>/report.md is published")
+@click.option("--force", multiple=True, help="recompute a stage (name or kind) and what depends on it")
+@click.option("--jobs", default=min(4, os.cpu_count() or 1), show_default=True,
+              help="CPU stages run at once (each gets cores/jobs threads)")
+@click.option("--eval-limit", type=int, help="evaluate only the first N rows of each task (smoke runs)")
+def reproduce_command(model, methods, runtime, gpus, workspace, results_dir, force, jobs, eval_limit):
+    """Run fetch → [stats] → merge → eval → report for one base model, resuming completed stages."""
+    from mergebench.pipeline.runner import Runner
+    from mergebench.pipeline.workspace import Workspace
+
+    plan, rt = _build(model, methods, runtime or _default_runtime(model), eval_limit)
+    ws = Workspace(workspace)
+    console = Console(stderr=True)
+    counts = {"done": 0, "skipped": 0}
+
+    def on_status(name: str, status: str) -> None:
+        style = {"running": "cyan", "done": "green", "skipped": "dim", "failed": "bold red", "blocked": "yellow"}
+        if status in counts:
+            counts[status] += 1
+        console.print(f"[{style.get(status, '')}]{status:>8}[/] {name}")
+
+    runner = Runner(plan, ws, rt, gpus=_gpus(gpus), max_cpu_jobs=jobs, on_status=on_status)
+    summary = runner.run(force=list(force))
+    if summary.failed or summary.blocked:
+        for name in summary.failed:
+            console.print(f"[bold red]failed[/] {name}: log {summary.logs[name]}")
+        if summary.blocked:
+            console.print(f"[yellow]not run[/] because an input failed: {', '.join(summary.blocked)}")
+        raise MergeBenchError(f"{len(summary.failed)} stage(s) failed; completed stages are kept and the next "
+                              "run resumes from them")
+    report = plan.by_name["report"]
+    target = _publish(ws.output(report), results_dir / model)
+    console.print(f"{counts['done']} stage(s) run, {counts['skipped']} already complete; report: {target / 'report.md'}")
+    from mergebench.report.render import rich_table
+
+    rows = json.loads((target / "report.json").read_text())["rows"]
+    Console().print(rich_table(model, rows))
+
+
+def _publish(report_dir: Path, target: Path) -> Path:
+    """Copy the report stage's files to results/<model>/ (replacing an older report)."""
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(report_dir, tmp, ignore=shutil.ignore_patterns("manifest.json"))
+    shutil.copy2(report_dir / "manifest.json", tmp / "stage_manifest.json")
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target
+
+
+@click.group("stage")
+def stage_group():
+    """Run single stages (what runtimes launch)."""
+
+
+@stage_group.command("run")
+@click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--own-logs", is_flag=True, help="append each stage's output to its own log in the workspace")
+def stage_run(specs, own_logs):
+    """Run stages from their spec files (written by the runner under <workspace>/runs/), one after another."""
+    from mergebench.pipeline.execute import run_specs
+
+    sys.exit(run_specs(specs, own_logs))

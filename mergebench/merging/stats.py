@@ -1,0 +1,369 @@
+"""The statistics pass of the data-dependent methods: Gram matrices (RegMean) and diagonal Fisher.
+
+For one specialist and its validation samples, the Hugging Face model runs in fp32 (on CUDA when
+present, else the CPU):
+
+- **gram**: a forward pre-hook on every `nn.Linear` inside the decoder layers accumulates G = XᵀX
+  (fp32, summed over every token of every sample, prompt and response, padding excluded) of the
+  linear's input X [tokens, in]. Linears that read the very same tensor (q/k/v read the attention
+  norm's output, gate/up the MLP norm's output) share one Gram, stored once under the first one's
+  weight name; the manifest's `aliases` maps the others to it.
+- **fisher**: the diagonal empirical Fisher F = (1/N) Σ_n (∂L_n/∂θ)², one backward pass per sample,
+  where L_n is the mean next-token negative log-likelihood over sample n's response tokens (prompt
+  tokens are context only). Samples whose response is truncated away entirely are skipped (counted).
+
+Memory: the model in fp32 plus, for gram, one [in, in] fp32 matrix per distinct linear input (about
+1 GB per layer of an 8B Llama: keep `--device cuda` on an 80 GB card or use the CPU), for fisher the
+gradients and one fp32 accumulator per parameter (three model copies in all).
+
+Output, written to a temporary sibling and renamed into place when complete: `grams.safetensors` or
+`fisher.safetensors` keyed by checkpoint tensor names, and `stats_manifest.json` naming the model (path,
+file fingerprints, architecture), the data (source, domain, seed, samples, tokens) and the variant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mergebench.errors import MergeBenchError
+from mergebench.merging.checkpoint import Checkpoint
+from mergebench.merging.data import Sample, describe_source, load_samples
+from mergebench.merging.fingerprint import fingerprint
+
+KINDS = ("gram", "fisher")
+FILES = {"gram": "grams.safetensors", "fisher": "fisher.safetensors"}
+MANIFEST = "stats_manifest.json"
+FISHER_VARIANT = ("empirical diagonal Fisher: mean over samples of the squared gradient of the sample's mean "
+                  "next-token NLL over its response tokens")
+# config.json fields that identify an architecture; statistics must come from a model that matches.
+CONFIG_FIELDS = ("model_type", "architectures", "hidden_size", "num_hidden_layers", "intermediate_size",
+                 "num_attention_heads", "num_key_value_heads", "head_dim")
+
+ProgressFn = Callable[[int, int], None]  # (samples done, total)
+
+
+@dataclass
+class StatsJob:
+    kind: str
+    model: str
+    data: str
+    samples: int
+    out: str
+    seed: int = 0
+    domain: str | None = None  # the data domain when `data` is a directory of per-domain files
+    max_length: int = 2048
+    batch_size: int = 8  # gram only; fisher needs one backward pass per sample
+    device: str = "auto"
+    tokenizer: str | None = None
+    force: bool = False
+    template: str = "alpaca"  # the prompt template the specialist was finetuned with
+
+
+@dataclass
+class StatsResult:
+    out: Path
+    samples: int
+    tokens: int
+    seconds: float
+    manifest: dict[str, Any]
+
+
+# --- model plumbing ---------------------------------------------------------------------------------
+
+
+def decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The decoder's layer list and its qualified name (`model.layers` for Llama and Gemma-2)."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and name.split(".")[-1] == "layers" and len(module) > 0:
+            return name, module
+    raise MergeBenchError(f"{model.__class__.__name__}: no decoder layer list (`layers`) found")
+
+
+def layer_linears(model: nn.Module) -> dict[str, nn.Linear]:
+    """Every nn.Linear inside the decoder layers, by its weight's checkpoint name, in module order."""
+    prefix, layers = decoder_layers(model)
+    return {f"{prefix}.{name}.weight": m for name, m in layers.named_modules() if isinstance(m, nn.Linear)}
+
+
+class GramCollector:
+    """Forward pre-hooks that add XᵀX of each linear's input into fp32 accumulators.
+
+    Two linears share a Gram when the second is called with the identical tensor object the previous
+    hooked linear received (q/k/v, gate/up); sharing is decided on the first forward pass and then fixed.
+    `mask` (bool, one entry per token of the batch) excludes padding.
+    """
+
+    def __init__(self, linears: dict[str, nn.Linear]):
+        self.linears = linears
+        self.grams: dict[str, torch.Tensor] = {}
+        self.aliases: dict[str, str] = {}  # weight name -> the weight name its Gram is stored under
+        self.mask: torch.Tensor | None = None
+        self._last: tuple[torch.Tensor, str] | None = None
+        self._handles = [m.register_forward_pre_hook(self._hook(n)) for n, m in linears.items()]
+
+    def _hook(self, name: str):
+        def hook(module: nn.Module, args: tuple) -> None:
+            x = args[0]
+            if name not in self.grams and name not in self.aliases:  # first sight: shared or own?
+                if self._last is not None and self._last[0] is x:
+                    self.aliases[name] = self._last[1]
+                else:
+                    self.grams[name] = torch.zeros(x.shape[-1], x.shape[-1], dtype=torch.float32, device=x.device)
+            self._last = (x, self.aliases.get(name, name))
+            if name in self.aliases:
+                return
+            rows = x.detach().reshape(-1, x.shape[-1]).float()
+            if self.mask is not None:
+                rows = rows[self.mask]
+            self.grams[name].addmm_(rows.T, rows)
+
+        return hook
+
+    def end_pass(self) -> None:
+        self._last = None  # never match across forward passes
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self._last = None
+
+
+# --- tokenization -----------------------------------------------------------------------------------
+
+
+def encode(tokenizer, sample: Sample, max_length: int) -> tuple[list[int], int]:
+    """Token ids of prompt + response (+ EOS), truncated, and the index where the response starts."""
+    prompt = tokenizer(sample.prompt, add_special_tokens=True)["input_ids"]
+    response = tokenizer(sample.response, add_special_tokens=False)["input_ids"]
+    ids = list(prompt) + list(response)
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    return ids[:max_length], min(len(prompt), max_length)
+
+
+def load_tokenizer(path: str | Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except Exception as e:  # noqa: BLE001 - transformers raises many kinds for a missing tokenizer
+        raise MergeBenchError(f"{path}: cannot load a tokenizer ({e.__class__.__name__}); give --tokenizer DIR") from None
+
+
+def load_model(path: Path, device: torch.device) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    return model.to(device).eval()
+
+
+# --- the passes -------------------------------------------------------------------------------------
+
+
+def gram_pass(model: nn.Module, batches: list[list[int]], pad_id: int, progress: ProgressFn | None = None,
+              batch_size: int = 8) -> tuple[dict[str, torch.Tensor], dict[str, str], int]:
+    """Gram matrices of every decoder linear's input over `batches` (token id lists); returns
+    (grams by owner weight name, aliases, token count)."""
+    device = next(model.parameters()).device
+    collector = GramCollector(layer_linears(model))
+    tokens = 0
+    try:
+        with torch.no_grad():
+            for start in range(0, len(batches), batch_size):
+                chunk = batches[start:start + batch_size]
+                width = max(len(ids) for ids in chunk)
+                ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+                mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                for i, seq in enumerate(chunk):  # right padding: causal attention never sees the pads
+                    ids[i, :len(seq)] = torch.tensor(seq)
+                    mask[i, :len(seq)] = 1
+                collector.mask = mask.reshape(-1).bool().to(device)
+                model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+                collector.end_pass()
+                tokens += int(mask.sum())
+                if progress:
+                    progress(min(start + batch_size, len(batches)), len(batches))
+    finally:
+        collector.remove()
+    return collector.grams, collector.aliases, tokens
+
+
+def fisher_pass(model: nn.Module, encoded: list[tuple[list[int], int]],
+                progress: ProgressFn | None = None) -> tuple[dict[str, torch.Tensor], int, int, int]:
+    """Diagonal empirical Fisher of every parameter; returns (fisher by name, samples used, skipped,
+    response tokens)."""
+    device = next(model.parameters()).device
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+    used = skipped = response_tokens = 0
+    for i, (ids, start) in enumerate(encoded):
+        labels = torch.tensor(ids)
+        labels[:start] = -100
+        n_resp = int((labels[1:] != -100).sum())
+        if n_resp == 0:
+            skipped += 1
+        else:
+            model.zero_grad(set_to_none=True)
+            logits = model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0, :-1].float()
+            loss = nn.functional.cross_entropy(logits, labels[1:].to(device), ignore_index=-100)
+            loss.backward()
+            for n, p in params.items():
+                if p.grad is not None:
+                    fisher[n].add_(p.grad.detach().float().square())
+            used += 1
+            response_tokens += n_resp
+        if progress:
+            progress(i + 1, len(encoded))
+    model.zero_grad(set_to_none=True)
+    if used == 0:
+        raise MergeBenchError("no sample has a response token left after truncation; raise --max-length")
+    for f in fisher.values():
+        f.div_(used)
+    return fisher, used, skipped, response_tokens
+
+
+# --- the job ----------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MergeBenchError(f"device {name}: CUDA is not available on this machine (use --device cpu)")
+    return torch.device(name)
+
+
+def compute_stats(job: StatsJob | None = None, progress: ProgressFn | None = None, **fields: Any) -> StatsResult:
+    """Run one statistics pass and write its directory atomically; give a StatsJob or its fields."""
+    start = time.time()
+    if job is None:
+        try:
+            job = StatsJob(**fields)
+        except TypeError as e:
+            raise MergeBenchError(f"compute_stats: {e}") from None
+    elif fields:
+        raise MergeBenchError("compute_stats: give a StatsJob or keyword fields, not both")
+    if job.kind not in KINDS:
+        raise MergeBenchError(f"statistics kind {job.kind!r}: expected one of {', '.join(KINDS)}")
+    if job.max_length < 2:
+        raise MergeBenchError(f"--max-length {job.max_length}: must be at least 2")
+    if job.batch_size < 1:
+        raise MergeBenchError(f"--batch-size {job.batch_size}: must be at least 1")
+    out = Path(job.out).expanduser()
+    if out.exists() and not job.force:
+        raise MergeBenchError(f"{out}: output directory already exists (use --force to replace it)")
+    ckpt = Checkpoint(job.model)
+    samples = load_samples(job.data, job.samples, job.seed, job.domain, job.template)
+    device = resolve_device(job.device)
+    tokenizer = load_tokenizer(job.tokenizer or ckpt.path)
+    encoded = [encode(tokenizer, s, job.max_length) for s in samples]
+    model = load_model(ckpt.path, device)
+
+    manifest: dict[str, Any] = {
+        "kind": job.kind,
+        "model": str(ckpt.path),
+        "model_files": {f.name: fingerprint(f) for f in ckpt.files},
+        "architecture": ckpt.config.get("architectures"),
+        "config": {k: ckpt.config.get(k) for k in CONFIG_FIELDS},
+        "data": describe_source(job.data, job.domain),
+        "domain": job.domain or (job.data if describe_source(job.data).startswith("MergeBench/") else None),
+        "seed": job.seed,
+        "samples": len(samples),
+        "max_length": job.max_length,
+        "template": job.template,
+        "tokenizer": str(job.tokenizer or ckpt.path),
+    }
+    if job.kind == "gram":
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+        grams, aliases, tokens = gram_pass(model, [ids for ids, _ in encoded], pad, progress, job.batch_size)
+        tensors = grams
+        manifest.update(tokens=tokens, aliases=aliases, linears=sorted([*grams, *aliases]))
+    else:
+        tensors, used, skipped, tokens = fisher_pass(model, encoded, progress)
+        manifest.update(tokens=sum(len(ids) for ids, _ in encoded), response_tokens=tokens, samples_used=used,
+                        samples_skipped=skipped, variant=FISHER_VARIANT,
+                        mean=float(sum(f.double().sum() for f in tensors.values())
+                                   / sum(f.numel() for f in tensors.values())))
+    from mergebench import __version__
+
+    manifest.update(kit_version=__version__, device=str(device), torch=torch.__version__,
+                    seconds=round(time.time() - start, 3), finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    write_stats(out, FILES[job.kind], {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, manifest)
+    return StatsResult(out, len(samples), manifest["tokens"], time.time() - start, manifest)
+
+
+def write_stats(out: Path, filename: str, tensors: dict[str, torch.Tensor], manifest: dict[str, Any]) -> None:
+    """Write under a temporary sibling name, then rename: a statistics directory is complete or absent."""
+    from safetensors.torch import save_file
+
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        save_file(tensors, str(tmp / filename), metadata={"kind": manifest["kind"]})
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# --- reading ----------------------------------------------------------------------------------------
+
+
+class StatsStore:
+    """A statistics directory, opened for reading one tensor at a time."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path).expanduser()
+        mf = self.path / MANIFEST
+        if not mf.is_file():
+            raise MergeBenchError(f"{self.path}: not a statistics directory (no {MANIFEST}; make one with "
+                                  "`mergebench stats`)")
+        try:
+            self.manifest = json.loads(mf.read_text())
+            self.kind = self.manifest["kind"]
+            self.file = self.path / FILES[self.kind]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise MergeBenchError(f"{mf}: invalid statistics manifest") from None
+        if not self.file.is_file():
+            raise MergeBenchError(f"{self.path}: {self.file.name} is missing")
+        from mergebench.merging.checkpoint import read_header
+
+        self.infos, _ = read_header(self.file)
+        self.aliases: dict[str, str] = self.manifest.get("aliases") or {}
+        for name, owner in self.aliases.items():
+            if owner not in self.infos:
+                raise MergeBenchError(f"{self.file}: {name} shares the Gram of {owner}, which is missing")
+
+    def key(self, name: str) -> str | None:
+        key = self.aliases.get(name, name)
+        return key if key in self.infos else None
+
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        key = self.key(name)
+        return self.infos[key].shape if key else None
+
+    def read(self, name: str, device: torch.device | str = "cpu") -> torch.Tensor:
+        from safetensors import safe_open
+
+        key = self.key(name)
+        if key is None:
+            raise MergeBenchError(f"{self.path}: no statistics for tensor {name}")
+        with safe_open(str(self.file), "pt", device="cpu") as f:
+            return f.get_tensor(key).to(device=device, dtype=torch.float32)

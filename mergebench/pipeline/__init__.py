@@ -1,0 +1,1 @@
+"""Stages, keys, plans, the runner and manifests: how one (model, suite) becomes a resumable DAG."""

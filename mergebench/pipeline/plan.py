@@ -1,0 +1,130 @@
+"""The stage DAG for one base model: fetch → [finetune] → stats → merge → eval → report.
+
+`tiny` runs every stage on CPU in this venv (the family is built, not downloaded); a MergeBench base
+fetches its 5 specialists from the hub, evaluates on the three harnesses, and runs GPU stages in
+the harness images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mergebench.catalog import DOMAIN_NAMES, get_model
+from mergebench.catalog.suites import SuiteMethod, select_methods
+from mergebench.errors import MergeBenchError
+from mergebench.pipeline.stage import Stage, stage_key
+
+TUNED = "task_arithmetic_tuned"  # --methods name of the tiny profile's coefficient-tuning demo
+
+
+@dataclass
+class Plan:
+    model: str
+    stages: list[Stage] = field(default_factory=list)
+
+    @property
+    def by_name(self) -> dict[str, Stage]:
+        return {s.name: s for s in self.stages}
+
+    def add(self, stage: Stage) -> Stage:
+        if stage.name in self.by_name:
+            raise MergeBenchError(f"internal error: stage {stage.name} planned twice")
+        missing = [n for n in stage.inputs.values() if n not in self.by_name]
+        if missing:
+            raise MergeBenchError(f"internal error: stage {stage.name} reads unplanned stage {missing[0]}")
+        self.stages.append(stage)  # inputs always come first: the list is in topological order
+        return stage
+
+    def downstream(self, name: str) -> set[str]:
+        out: set[str] = set()
+        frontier = {name}
+        while frontier:
+            frontier = {s.name for s in self.stages if set(s.inputs.values()) & frontier} - out
+            out |= frontier
+        return out
+
+    def assign_keys(self, image_id) -> None:
+        keys: dict[str, str] = {}
+        for s in self.stages:
+            s.key = stage_key(s, {role: keys[n] for role, n in s.inputs.items()}, image_id(s.image))
+            keys[s.name] = s.key
+
+
+def build_plan(model: str, methods: list[str] | None = None, image_id=lambda image: image,
+               stats_samples: int | None = None, eval_limit: int | None = None) -> Plan:
+    """`eval_limit` caps the rows per evaluation task (smoke runs and tests); it is part of the keys."""
+    tuned = not methods or TUNED in methods
+    suite = select_methods([m for m in methods or [] if m != TUNED] or (None if not methods else []))
+    if model == "tiny":
+        plan = tiny_plan(suite, stats_samples or 64, eval_limit, tuned)
+    else:
+        plan = hub_plan(model, suite, stats_samples or 1000)
+    plan.assign_keys(image_id)
+    return plan
+
+
+def _merge_and_stats(plan: Plan, suite: tuple[SuiteMethod, ...], family: str, samples: int, gpus: int) -> list[str]:
+    merges = []
+    for m in suite:
+        inputs = {"family": family}
+        if m.stats:
+            for domain in DOMAIN_NAMES:
+                name = f"stats/{m.stats}/{domain}"
+                if name not in plan.by_name:
+                    plan.add(Stage(name, "stats", {"kind": m.stats, "domain": domain, "samples": samples, "seed": 0},
+                                   {"family": family}, "train", gpus))
+                inputs[f"stats_{domain}"] = name
+        settings = {**m.settings, "samples": samples} if m.data else m.settings
+        plan.add(Stage(f"merge/{m.name}", "merge", {"method": m.method, "settings": settings, "data": m.data},
+                       inputs, "train", gpus))
+        merges.append(f"merge/{m.name}")
+    return merges
+
+
+def tiny_plan(suite: tuple[SuiteMethod, ...], samples: int, eval_limit: int | None = None,
+              tuned: bool = True) -> Plan:
+    plan = Plan("tiny")
+    plan.add(Stage("fetch/tiny", "tiny_build", {"seed": 0}, {}, "train"))
+    merges = _merge_and_stats(plan, suite, "fetch/tiny", samples, gpus=0)
+    if tuned:  # the paper tunes coefficients on validation data; tiny shows how
+        plan.add(Stage("tune/task_arithmetic", "tune",
+                       {"method": "task_arithmetic", "grid": {"lambda": [0.2, 0.4, 0.6, 0.8, 1.0]},
+                        "split": "validation"}, {"family": "fetch/tiny"}, "train"))
+        merges.append("tune/task_arithmetic")
+    evals = {}
+    for model in ("base", *DOMAIN_NAMES, "multitask"):
+        evals[model] = plan.add(Stage(f"eval/{model}", "eval", {"suite": "tiny", "model": model, "limit": eval_limit},
+                                      {"family": "fetch/tiny"}, "lmeval")).name
+    for name in merges:
+        label = name.replace("/", ":")
+        evals[label] = plan.add(Stage(f"eval/{label}", "eval", {"suite": "tiny", "model": label, "limit": eval_limit},
+                                      {"family": "fetch/tiny", "model": name}, "lmeval")).name
+    plan.add(Stage("report", "report", {"model": "tiny"}, {f"eval:{k}": v for k, v in evals.items()}, "train"))
+    return plan
+
+
+def hub_plan(model: str, suite: tuple[SuiteMethod, ...], samples: int) -> Plan:
+    base = get_model(model)
+    plan = Plan(model)
+    plan.add(Stage("fetch", "fetch", {"model": model, "base": base.hub_id,
+                                      "specialists": {d: base.specialist_repo_id(d) for d in DOMAIN_NAMES}}, {}, "train"))
+    merges = _merge_and_stats(plan, suite, "fetch", samples, gpus=1)
+    evals = {}
+    models = [("base", {}), *[(d, {}) for d in DOMAIN_NAMES]] + [(m.replace("/", ":"), {"model": m}) for m in merges]
+    for label, extra in models:
+        inputs = {"family": "fetch", **extra}
+        evals[f"{label}/lmeval"] = plan.add(Stage(
+            f"eval/{label}/lmeval", "eval", {"suite": "mergebench", "harness": "lmeval", "model": label},
+            inputs, "lmeval", gpus=1)).name
+        gen = plan.add(Stage(f"eval/{label}/bigcode-generate", "eval",
+                             {"suite": "mergebench", "harness": "bigcode", "phase": "generate", "model": label},
+                             inputs, "bigcode", gpus=1))
+        evals[f"{label}/bigcode"] = plan.add(Stage(
+            f"eval/{label}/bigcode", "eval",
+            {"suite": "mergebench", "harness": "bigcode", "phase": "execute", "model": label, "sandbox": True},
+            {**inputs, "generations": gen.name}, "bigcode", gpus=0)).name
+        evals[f"{label}/safety"] = plan.add(Stage(
+            f"eval/{label}/safety", "eval", {"suite": "mergebench", "harness": "safety", "model": label},
+            inputs, "safety", gpus=1)).name
+    plan.add(Stage("report", "report", {"model": model}, {f"eval:{k}": v for k, v in evals.items()}, "train"))
+    return plan

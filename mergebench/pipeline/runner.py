@@ -1,0 +1,195 @@
+"""Run a plan: ready stages in dependency order, complete ones skipped, GPU stages on free GPUs.
+
+A failed stage stops only its dependants; the run goes on with everything else and ends with a
+summary naming what failed and where its log is. Ctrl-C or SIGTERM stops every running stage.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mergebench.errors import MergeBenchError
+from mergebench.pipeline.execute import write_spec
+from mergebench.pipeline.lock import WorkspaceLock
+from mergebench.pipeline.plan import Plan
+from mergebench.pipeline.stage import Stage
+from mergebench.pipeline.workspace import Workspace
+from mergebench.runtimes.base import Handle, Runtime
+
+StatusFn = Callable[[str, str], None]  # (stage name, status)
+
+
+@dataclass
+class RunSummary:
+    status: dict[str, str] = field(default_factory=dict)  # name -> done | skipped | failed | blocked
+    seconds: dict[str, float] = field(default_factory=dict)
+    logs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[str]:
+        return [n for n, s in self.status.items() if s == "failed"]
+
+    @property
+    def blocked(self) -> list[str]:
+        return [n for n, s in self.status.items() if s == "blocked"]
+
+
+def stage_env(ws: Workspace, kind: str, threads: int | None = None) -> dict[str, str]:
+    """Every stage sees the workspace's HF cache; only fetch stages may reach the hub. CPU stages that
+    run side by side share the cores instead of each taking all of them."""
+    env = {"HF_HOME": str(ws.hf_home), "MERGEBENCH_WORKSPACE": str(ws.root)}
+    if threads:
+        env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+    if kind != "fetch":
+        env.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    return env
+
+
+class Runner:
+    def __init__(self, plan: Plan, ws: Workspace, runtime: Runtime, gpus: list[int] | None = None,
+                 max_cpu_jobs: int = 1, on_status: StatusFn | None = None, poll_s: float = 0.2):
+        self.plan, self.ws, self.runtime = plan, ws, runtime
+        self.free_gpus = list(gpus or [])
+        self.max_cpu_jobs = max_cpu_jobs
+        self.on_status = on_status or (lambda name, status: None)
+        self.poll_s = poll_s
+
+    def forced(self, patterns: list[str]) -> set[str]:
+        """Stages named (or whose kind is named) by --force, plus everything downstream of them."""
+        hit = {s.name for s in self.plan.stages if s.name in patterns or s.kind in patterns}
+        unknown = [p for p in patterns if not any(p in (s.name, s.kind) for s in self.plan.stages)]
+        if unknown:
+            raise MergeBenchError(f"--force {unknown[0]!r}: no such stage or stage kind in this plan")
+        return hit | {d for name in hit for d in self.plan.downstream(name)}
+
+    def run(self, force: list[str] | None = None) -> RunSummary:
+        self.ws.ensure()
+        with WorkspaceLock(self.ws.root):
+            self.runtime.check(self.plan.stages)
+            return self._run(self.forced(force or []))
+
+    def _run(self, forced: set[str]) -> RunSummary:
+        summary = RunSummary()
+        pending = list(self.plan.stages)
+        running: list[_Job] = []
+        stopping = {"signal": None}
+
+        def on_signal(signum, frame):
+            stopping["signal"] = signum
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while pending or running:
+                if stopping["signal"] is not None:
+                    for job in running:
+                        job.handle.stop()
+                    raise KeyboardInterrupt
+                self._reap(running, summary)
+                self._start_ready(pending, running, summary, forced)
+                if running:
+                    time.sleep(self.poll_s)
+                elif pending:  # nothing runs, nothing could start: only a GPU shortage does that
+                    stage = next(s for s in pending if s.gpus > len(self.free_gpus))
+                    raise MergeBenchError(f"stage {stage.name} needs {stage.gpus} GPU(s) but {len(self.free_gpus)} "
+                                          "were given; pass them with --gpus 0,1,... (or run MODEL=tiny on CPU)")
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+        return summary
+
+    def _mark(self, summary: RunSummary, stage: Stage, status: str) -> None:
+        summary.status[stage.name] = status
+        self.on_status(stage.name, status)
+
+    def _start_ready(self, pending, running, summary, forced) -> None:
+        ready = []
+        for stage in list(pending):
+            deps = [summary.status.get(name) for name in stage.inputs.values()]
+            if any(d in ("failed", "blocked") for d in deps):
+                pending.remove(stage)
+                self._mark(summary, stage, "blocked")
+            elif all(d in ("done", "skipped") for d in deps):
+                if self.ws.is_complete(stage) and stage.name not in forced:
+                    pending.remove(stage)
+                    self._mark(summary, stage, "skipped")
+                else:
+                    ready.append(stage)
+        cpu_jobs = sum(1 for job in running if not job.gpus)
+        for stage in ready:
+            if stage not in pending:
+                continue  # taken into an earlier batch
+            if stage.gpus:
+                if stage.gpus > len(self.free_gpus):
+                    continue
+                batch = [stage]
+            else:
+                if cpu_jobs >= self.max_cpu_jobs:
+                    continue
+                batch = self._cpu_batch(stage, [s for s in ready if s in pending], self.max_cpu_jobs - cpu_jobs)
+                cpu_jobs += 1
+            self._launch(batch, pending, running, forced)
+
+    def _cpu_batch(self, first: Stage, ready: list[Stage], free_slots: int) -> list[Stage]:
+        """Ready CPU stages of the same kind share one process where the runtime allows it: a stage
+        process spends seconds importing torch and friends, more than a tiny stage's work."""
+        if not getattr(self.runtime, "batches", False):
+            return [first]
+        same = [s for s in ready if s.kind == first.kind and not s.gpus]
+        size = -(-len(same) // max(1, free_slots))
+        return same[:size]
+
+    def _launch(self, batch: list[Stage], pending, running, forced) -> None:
+        for stage in batch:
+            if stage.name in forced and self.ws.output(stage).exists():
+                shutil.rmtree(self.ws.output(stage))
+            pending.remove(stage)
+        gpus = [self.free_gpus.pop(0) for _ in range(batch[0].gpus)]
+        specs = [write_spec(self.ws, stage, self.plan.by_name) for stage in batch]
+        threads = None if gpus else max(1, (os.cpu_count() or 1) // self.max_cpu_jobs)
+        env = stage_env(self.ws, batch[0].kind, threads)
+        if len(batch) == 1:
+            handle = self.runtime.start(batch[0], specs[0], self.ws.log(batch[0]), gpus, env)
+        else:
+            handle = self.runtime.start_batch(batch, specs, [self.ws.log(s) for s in batch], env)
+        running.append(_Job(handle, gpus, time.time(), batch))
+        for stage in batch:
+            self.on_status(stage.name, "running")
+
+    def _reap(self, running, summary) -> None:
+        for job in list(running):
+            for stage in job.stages:  # a batch reports each stage as soon as its output is complete
+                if stage.name not in job.reported and self.ws.is_complete(stage):
+                    job.reported.add(stage.name)
+                    summary.seconds[stage.name] = time.time() - job.started
+                    summary.logs[stage.name] = str(self.ws.log(stage))
+                    self._mark(summary, stage, "done")
+            code = job.handle.poll()
+            if code is None:
+                continue
+            running.remove(job)
+            self.free_gpus.extend(job.gpus)
+            for stage in job.stages:
+                if stage.name in job.reported:
+                    continue
+                with open(self.ws.log(stage), "a") as fh:
+                    cause = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+                    fh.write(f"\n[runner] stage {stage.name} failed: {cause}\n")
+                summary.seconds[stage.name] = time.time() - job.started
+                summary.logs[stage.name] = str(self.ws.log(stage))
+                self._mark(summary, stage, "failed")
+
+
+@dataclass
+class _Job:
+    """One launched process: a stage, or a batch of same-kind CPU stages run one after another."""
+
+    handle: Handle
+    gpus: list[int]
+    started: float
+    stages: list[Stage]
+    reported: set[str] = field(default_factory=set)

@@ -1,0 +1,157 @@
+"""Run each stage in its image with the Docker SDK.
+
+The workspace is bind-mounted at the same path inside and out, processes run as the caller's
+uid:gid (files stay the user's), GPUs are passed by device request with CUDA_VISIBLE_DEVICES set to
+match, `ipc=host` for vLLM/NCCL, no network except for fetch stages, labels on every container, logs
+streamed live to the stage's log file, and containers are removed when they end or are stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from mergebench.errors import MergeBenchError
+from mergebench.pipeline.stage import Stage
+from mergebench.runtimes.base import Handle, Runtime
+from mergebench.runtimes.images import cache_env, image_tag
+
+LABEL = "org.mergebench"
+
+
+def sandbox_kwargs() -> dict:
+    """Container settings for the stage that executes generated code (bigcode's execution phase):
+    the harness-level limits of the adapter's Sandbox (the whole harness runs inside, so they are
+    looser than docker/images.yaml's per-program limits), no network, read-only root, no privileges."""
+    from mergebench.evaluation.adapters.invocation import Sandbox
+
+    s = Sandbox()
+    return {"read_only": s.read_only_root, "tmpfs": dict(s.tmpfs), "pids_limit": s.pids_limit,
+            "mem_limit": s.memory, "memswap_limit": s.memory, "nano_cpus": int(s.cpus * 1e9),
+            "cap_drop": ["ALL"], "security_opt": ["no-new-privileges"], "network_mode": "none"}
+
+
+class DockerHandle(Handle):
+    def __init__(self, container, log: Path):
+        self.container = container
+        self._log_thread = threading.Thread(target=self._follow, args=(log,), daemon=True)
+        self._log_thread.start()
+        self._code: int | None = None
+
+    def _follow(self, log: Path) -> None:
+        with open(log, "ab") as fh:
+            try:
+                for chunk in self.container.logs(stream=True, follow=True):
+                    fh.write(chunk)
+                    fh.flush()
+            except Exception:  # noqa: BLE001 - the container may vanish while we follow it
+                pass
+
+    def poll(self) -> int | None:
+        if self._code is not None:
+            return self._code
+        self.container.reload()
+        if self.container.status not in ("exited", "dead"):
+            return None
+        self._code = int(self.container.attrs["State"]["ExitCode"])
+        self._log_thread.join(timeout=10)
+        self._remove()
+        return self._code
+
+    def stop(self) -> None:
+        try:
+            self.container.stop(timeout=10)
+        except Exception:  # noqa: BLE001
+            pass
+        self._remove()
+        self._code = self._code if self._code is not None else 143
+
+    def _remove(self) -> None:
+        try:
+            self.container.remove(force=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+
+class DockerRuntime(Runtime):
+    name = "docker"
+
+    def __init__(self, track: str | None = None, prefix: str | None = None, client=None, user: str | None = None):
+        self.track, self.prefix = track, prefix
+        self._client = client
+        self.user = user or f"{os.getuid()}:{os.getgid()}"  # files in the workspace stay the caller's
+
+    def tag(self, image: str) -> str:
+        return image_tag(image, self.track, self.prefix)
+
+    @property
+    def client(self):
+        if self._client is None:
+            import docker
+
+            try:
+                self._client = docker.from_env()
+                self._client.ping()
+            except Exception as e:  # noqa: BLE001 - DockerException, connection errors
+                self._client = None
+                raise MergeBenchError(
+                    f"Docker is not reachable ({type(e).__name__}); start the engine (e.g. `sudo systemctl start "
+                    "docker`) or run natively with --runtime local (make reproduce RUNTIME=local)"
+                ) from None
+        return self._client
+
+    def image_id(self, image: str) -> str:
+        """The image's content id when the engine knows it; its name otherwise (plans print offline)."""
+        try:
+            return self.client.images.get(self.tag(image)).id
+        except Exception:  # noqa: BLE001 - engine down or image missing: check() reports it
+            return self.tag(image)
+
+    def check(self, stages: list[Stage]) -> None:
+        import docker.errors
+
+        for image in sorted({s.image for s in stages}):
+            name = self.tag(image)
+            try:
+                self.client.images.get(name)
+            except docker.errors.ImageNotFound:
+                raise MergeBenchError(f"image {name} is missing; build it with `make images` (CPU variants: "
+                                      "`make images-ci`, then MERGEBENCH_IMAGE_TRACK=cpu)") from None
+        if any(s.gpus for s in stages):
+            runtimes = self.client.info().get("Runtimes", {})
+            if "nvidia" not in runtimes:
+                raise MergeBenchError("the Docker engine has no NVIDIA runtime but GPU stages are planned; install "
+                                      "the NVIDIA Container Toolkit, or run the tiny profile (MODEL=tiny)")
+
+    def container_kwargs(self, stage: Stage, spec: Path, gpus: list[int], env: dict[str, str]) -> dict:
+        from docker.types import DeviceRequest
+
+        ws = env["MERGEBENCH_WORKSPACE"]
+        kwargs = {
+            "image": self.tag(stage.image),
+            "command": ["mergebench", "stage", "run", str(spec)],
+            "detach": True,
+            "volumes": {ws: {"bind": ws, "mode": "rw"}},
+            "user": self.user,
+            "environment": {**cache_env(ws), **env,
+                            "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(len(gpus))),
+                            "MERGEBENCH_IMAGE": self.tag(stage.image)},
+            "ipc_mode": "host",
+            "init": True,  # PID 1 that forwards SIGTERM: `docker stop` then really stops the stage
+            "network_mode": "bridge" if stage.kind == "fetch" else "none",
+            "labels": {f"{LABEL}.stage": stage.name, f"{LABEL}.key": stage.key, f"{LABEL}.workspace": ws},
+            "working_dir": ws,
+        }
+        if gpus:
+            kwargs["device_requests"] = [DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])]
+        if stage.params.get("sandbox"):  # still as the caller: it must write its results into the workspace
+            kwargs.update(sandbox_kwargs())
+        return kwargs
+
+    def start(self, stage: Stage, spec: Path, log: Path, gpus: list[int], env: dict[str, str]) -> Handle:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        if stage.kind == "fetch" and os.environ.get("HF_TOKEN"):
+            env = {**env, "HF_TOKEN": os.environ["HF_TOKEN"]}  # only the fetch stage sees the token
+        container = self.client.containers.run(**self.container_kwargs(stage, spec, gpus, env))
+        return DockerHandle(container, log)

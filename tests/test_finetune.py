@@ -1,0 +1,104 @@
+"""The SFT code path: recipe validation, the paper's recipe on a tiny model, resumption."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from mergebench.errors import MergeBenchError
+from mergebench.finetune.data import IGNORE, encode, pack
+from mergebench.finetune.recipe import TINY_RECIPE, Recipe
+from mergebench.finetune.trainer import finetune, is_complete, plan_steps
+from mergebench.tiny.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+
+ROWS = [{"prompt": f"Copy: {a} {b}", "response": f"{a} {b}"} for a in ("cat", "dog", "sun", "moon")
+        for b in ("red", "blue", "7", "42")]
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tok")
+    save_tokenizer(train_tokenizer([r["prompt"] + " " + r["response"] for r in ROWS], vocab_size=300), out)
+    return load_tokenizer(out)
+
+
+def tiny_config(tok):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                       tie_word_embeddings=False, pad_token_id=tok.pad_token_id)
+
+
+def digest(d: Path) -> str:
+    return hashlib.sha256((d / "model.safetensors").read_bytes()).hexdigest()
+
+
+def test_real_recipe_defaults_are_the_papers():
+    r = Recipe()
+    assert (r.lr, r.scheduler, r.warmup_ratio, r.epochs, r.global_batch, r.seq_len, r.bf16, r.packing) == (
+        2e-5, "cosine", 0.1, 2.0, 160, 2048, True, True)
+    assert (r.weight_decay, r.grad_clip, r.template) == (0.0, 1.0, "alpaca")
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"lr": "fast"}, r"recipe lr='fast': expected float, got str"),
+    ({"global_batch": 1.5}, r"expected int, got float"),
+    ({"bf16": "yes"}, r"expected bool"),
+    ({"max_steps": "3"}, r"expected int or None"),
+    ({"learning_rate": 1e-3}, r"unknown recipe setting 'learning_rate'"),
+    ({"scheduler": "cyclic"}, r"expected one of cosine"),
+    ({"global_batch": 10, "micro_batch": 4}, r"not a multiple"),
+])
+def test_bad_recipe_values_are_one_line_errors(changes, match):
+    with pytest.raises(MergeBenchError, match=match) as e:
+        Recipe().override(**changes)
+    assert "\n" not in str(e.value)
+
+
+def test_equal_recipes_have_one_key():
+    assert Recipe(epochs=3).key() == Recipe(epochs=3.0).key() and Recipe(epochs=3).epochs == 3.0
+
+
+def test_loss_is_on_the_response_only(tok):
+    ex = encode(tok, "Copy: cat red", "cat red", 512, "alpaca")
+    n_resp = len(tok("cat red", add_special_tokens=False)["input_ids"]) + 1  # + EOS
+    assert ex.labels[-n_resp:] == ex.input_ids[-n_resp:]
+    assert all(t == IGNORE for t in ex.labels[:-n_resp])
+    assert ex.input_ids[0] == tok.bos_token_id and ex.input_ids[-1] == tok.eos_token_id
+    blocks = pack([ex] * 5, 64, tok.pad_token_id)
+    assert all(len(b.input_ids) == 64 for b in blocks[:-1])
+    assert sum(len(b.input_ids) for b in blocks) == 5 * len(ex.input_ids)
+
+
+def test_real_recipe_code_path_runs_a_few_steps(tok, tmp_path):
+    """The paper's recipe (bf16 autocast, packing, alpaca template, cosine) with only the sizes cut."""
+    recipe = Recipe().override(max_steps=3, global_batch=4, micro_batch=2, seq_len=48, threads=1)
+    assert plan_steps(100, recipe)[1] == 3
+    res = finetune(tiny_config(tok), tok, ROWS * 4, recipe, tmp_path / "m")
+    assert res.steps == 3 and is_complete(tmp_path / "m") and torch.isfinite(torch.tensor(res.final_loss))
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    with pytest.raises(MergeBenchError, match="already complete"):
+        finetune(tiny_config(tok), tok, ROWS, recipe, tmp_path / "m")
+
+
+def test_deepspeed_backend_says_where_it_runs(tok, tmp_path):
+    with pytest.raises(MergeBenchError, match="train image"):
+        finetune(tiny_config(tok), tok, ROWS, Recipe(backend="deepspeed"), tmp_path / "m")
+
+
+def test_interrupted_run_resumes_bit_identical(tok, tmp_path):
+    recipe = TINY_RECIPE.override(global_batch=8, micro_batch=4, epochs=3.0, save_every=2)
+    rows = ROWS * 2
+    finetune(tiny_config(tok), tok, rows, recipe, tmp_path / "straight")
+    part = finetune(tiny_config(tok), tok, rows, recipe, tmp_path / "resumed", halt_after=3)
+    assert not is_complete(tmp_path / "resumed") and part.steps == 3
+    res = finetune(tiny_config(tok), tok, rows, recipe, tmp_path / "resumed")
+    assert res.resumed_from == 3 and res.steps == plan_steps(len(rows), recipe)[1]
+    assert digest(tmp_path / "straight") == digest(tmp_path / "resumed")
+    assert not (tmp_path / ".resumed.tmp").exists()
