@@ -181,6 +181,18 @@ def io_floor(out: Path, models: list[Path]) -> None:
     shutil.copy(base / "config.json", out)
 
 
+def lock(root: Path):
+    """One run per output folder: two would share the scratch output and skew each other's timings."""
+    import fcntl
+
+    handle = open(root / ".lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        sys.exit(f"{root}: another merge_speed.py run is using this folder; wait for it to finish")
+    return handle
+
+
 # --- tools ----------------------------------------------------------------------------------------------
 def ensure_mergekit(venv: Path) -> Path:
     exe = venv / "bin" / "mergekit-yaml"
@@ -365,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [QUICK_SIZE] if args.quick else [float(x) for x in args.sizes.split(",")]
     root = args.out.resolve()
     root.mkdir(parents=True, exist_ok=True)
+    _held = lock(root)  # released when this process exits
     mergekit = ensure_mergekit(root / "mergekit-venv")
     results = [bench_size(root, b, mergekit, args.repeat) for b in sizes]
 

@@ -129,3 +129,17 @@ def test_sigterm_stops_and_removes_running_containers(client, tmp_path):
     assert client.containers.list(all=True, filters=label) == []
     plan = family_plan(ws.root, method="dare", settings={"seed": 1})
     assert not ws.is_complete(plan.by_name["merge/dare"])
+
+
+def test_docker_unreachable_and_missing_image_say_what_to_do(monkeypatch):
+    from mergebench.errors import MergeBenchError
+    from mergebench.runtimes.docker import DockerRuntime
+
+    stage = Stage("merge/soup", "merge", {}, {}, "train")
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(MergeBenchError, match=r"Docker is not reachable .*--runtime local"):
+        DockerRuntime(track=TRACK).check([stage])
+    monkeypatch.undo()
+    _engine()
+    with pytest.raises(MergeBenchError, match=r"image nowhere/mergebench/train:0.1.0-cpu is missing; build it with"):
+        DockerRuntime(track=TRACK, prefix="nowhere").check([stage])

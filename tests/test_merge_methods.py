@@ -130,3 +130,24 @@ def test_sharded_and_unsharded_inputs_give_identical_outputs(families, tmp_path,
     a = load_all(merge(MergeJob(method, str(base), [str(e) for e in experts], str(tmp_path / "a"))).out)
     b = load_all(merge(MergeJob(method, str(base), [str(single), *map(str, experts[1:])], str(tmp_path / "b"))).out)
     assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+@pytest.mark.parametrize("method,hp", [("soup", {}), ("task_arithmetic", {}), ("ties", {"K": 0.3}),
+                                       ("consensus", {}), ("localize_stitch", {})])
+def test_merging_large_tensors_in_row_blocks_changes_nothing(families, tmp_path, monkeypatch, method, hp):
+    """Element-wise methods merge big tensors a block of rows at a time (flat memory); bit-identical."""
+    import mergebench.merging.engine as engine
+
+    base, experts = families["llama"]
+    job = dict(method=method, base=str(base), experts=[str(e) for e in experts], settings=hp, include=["*"])
+    whole = load_all(merge(MergeJob(**job, out=str(tmp_path / "whole"))).out)
+    monkeypatch.setattr(engine, "BLOCK_ELEMENTS", 100)  # every matrix is split into many row blocks
+    blocked = load_all(merge(MergeJob(**job, out=str(tmp_path / "blocked"))).out)
+    assert all(torch.equal(whole[n], blocked[n]) for n in whole)
+
+
+def test_ties_majority_sign_fix_ups_land_in_the_right_block(tmp_path, monkeypatch):
+    import mergebench.merging.engine as engine
+
+    monkeypatch.setattr(engine, "BLOCK_ELEMENTS", 32)
+    test_ties_global_majority_sign_breaks_exact_ties(tmp_path)

@@ -171,3 +171,27 @@ def test_gpu_stage_without_gpus_is_a_clear_error(tiny_run):
     plan.by_name["merge/soup"].gpus = 1
     with pytest.raises(MergeBenchError, match=r"stage merge/soup needs 1 GPU\(s\) but 0 were given"):
         Runner(plan, Workspace(ws), LocalRuntime()).run(force=["merge/soup"])
+
+
+def test_eval_command_on_the_tiny_suite_and_a_failing_harness(tiny_run, tmp_path):
+    ws, _, _ = tiny_run
+    family = next((ws / "models").glob("fetch-tiny-*"))
+    r = subprocess.run([EXE, "eval", "--suite", "tiny", "--model", str(family / "base"), "--model",
+                        str(family / "coding"), "--data", str(family / "data"), "--limit", "6",
+                        "--out", str(tmp_path / "ev")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    base = json.loads((tmp_path / "ev" / "base" / "record.json").read_text())
+    coding = json.loads((tmp_path / "ev" / "coding" / "record.json").read_text())
+    assert coding["metrics"]["tiny_coding"]["acc,none"] > base["metrics"]["tiny_coding"]["acc,none"]
+    assert (tmp_path / "ev" / "coding" / "results.json").is_file()
+    # The real lm_eval CLI, offline: gsm8k cannot load, so the run fails; the error names model, harness
+    # and run, and the harness's log stays.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "PATH": f"{Path(EXE).parent}:{os.environ.get('PATH', '')}"}  # the venv activated, as a user has it
+    r = subprocess.run([EXE, "eval", "--suite", "mergebench", "--harness", "lmeval", "--model", str(family / "base"),
+                        "--out", str(tmp_path / "mb")], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 1
+    assert "error: lmeval run lmeval-math for model base exited with code" in r.stderr
+    log = Path(r.stderr.split("its log: ")[1].strip())
+    assert log.is_file() and "gsm8k" in log.read_text()
+    assert not (tmp_path / "mb" / "base" / "record.json").exists()

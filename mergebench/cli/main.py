@@ -7,6 +7,7 @@ import sys
 import click
 
 from mergebench import __version__
+from mergebench.cli.eval_cmd import eval_command
 from mergebench.cli.hpc_cmd import COMMANDS as HPC_COMMANDS
 from mergebench.cli.merge_cmd import merge_command, methods_command
 from mergebench.cli.pipeline_cmd import plan_command, reproduce_command, stage_group
@@ -33,7 +34,7 @@ def main() -> None:
     """mergebench-kit: merge, evaluate and report MergeBench, reproducibly."""
 
 
-for command in (merge_command, methods_command, stats_command, *TINY_COMMANDS, plan_command, reproduce_command,
+for command in (merge_command, methods_command, stats_command, eval_command, *TINY_COMMANDS, plan_command, reproduce_command,
                 stage_group, *HPC_COMMANDS, results):
     main.add_command(command)
 

@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from mergebench.catalog.prompts import TEMPLATES
+
 
 @click.command("stats")
 @click.option("--kind", type=click.Choice(["gram", "fisher"]), required=True, help="which statistics to compute")
@@ -27,15 +29,18 @@ from rich.table import Table
 @click.option("--tokenizer", help="tokenizer directory (default: the model's)")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:N")
 @click.option("--force", is_flag=True, help="replace an existing output directory")
+@click.option("--template", type=click.Choice(TEMPLATES), default="alpaca", show_default=True,
+              help="prompt template the specialist was finetuned with (the tiny family: alpaca-short)")
 def stats_command(kind, model, data, samples, out, domain, compat, seed, max_length, batch_size, tokenizer, device,
-                  force):
+                  force, template):
     """Compute Gram matrices (RegMean) or the diagonal Fisher of one specialist on validation data."""
     from mergebench.merging.pairing import resolve_data
     from mergebench.merging.stats import StatsJob, compute_stats
 
     source, data_domain = resolve_data(data, model, domain, compat)
     job = StatsJob(kind, model, source, samples, out, seed=seed, domain=data_domain if Path(source).is_dir() else None,
-                   max_length=max_length, batch_size=batch_size, device=device, tokenizer=tokenizer, force=force)
+                   max_length=max_length, batch_size=batch_size, device=device, tokenizer=tokenizer, force=force,
+                   template=template)
     console = Console(stderr=True)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:

@@ -176,8 +176,9 @@ class Checkpoint:
         out = torch.empty(info.shape, dtype=dtype or info.dtype)
         return self.read_into(name, out)
 
-    def read_into(self, name: str, out: torch.Tensor) -> torch.Tensor:
-        """Copy one tensor, converting on the fly, into a preallocated CPU tensor of the same numel.
+    def read_into(self, name: str, out: torch.Tensor, first: int = 0) -> torch.Tensor:
+        """Copy `out.numel()` elements of one tensor, from element `first` on, converting on the fly, into
+        a preallocated CPU tensor: the whole tensor, or a block of rows.
 
         A tensor with more rows than `out` (extra vocabulary rows) is cut to `out`'s leading rows.
         """
@@ -185,12 +186,13 @@ class Checkpoint:
         count = out.numel()
         if count == 0:
             return out
+        start = info.start + first * torch.empty((), dtype=info.dtype).element_size()
         page = mmap.ALLOCATIONGRANULARITY
-        offset = info.start - info.start % page
+        offset = start - start % page
         with open(info.file, "rb") as f:
             mm = mmap.mmap(f.fileno(), info.end - offset, access=mmap.ACCESS_COPY, offset=offset)
         try:
-            view = torch.frombuffer(mm, dtype=info.dtype, offset=info.start - offset, count=count)
+            view = torch.frombuffer(mm, dtype=info.dtype, offset=start - offset, count=count)
             out.view(-1).copy_(view)
             del view
         finally:

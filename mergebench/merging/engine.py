@@ -32,6 +32,7 @@ from mergebench.merging.writer import ShardedWriter, parse_size
 # config.json fields that must agree between base and specialists (vocab_size may differ).
 ARCH_FIELDS = ("model_type", "architectures", "hidden_size", "num_hidden_layers", "intermediate_size",
                "num_attention_heads", "num_key_value_heads", "head_dim")
+BLOCK_ELEMENTS = 4 * 2**20  # entries per block when a large tensor is merged a block of rows at a time
 DTYPE_BY_NAME = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
                  "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
 
@@ -243,37 +244,65 @@ class Merger:
                                   f"whose weights differ from the specialist {expert.path}")
 
     # --- reading ------------------------------------------------------------------------------------
-    def _task_vectors(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """fp32 base tensor and stacked task vectors [T, ...] on the compute device."""
+    def _buffer(self, role: str, shape) -> torch.Tensor:
+        """A reused fp32 CPU buffer viewed as `shape`: fresh large allocations cost a page fault per 4 KiB
+        (the kernel zeroes each page), which dominated the merge's time before buffers were kept.
+        The view is valid until the next call for the same role."""
+        numel = torch.Size(shape).numel()
+        buffers = self.__dict__.setdefault("_buffers", {})
+        if role not in buffers or buffers[role].numel() < numel:
+            buffers[role] = torch.empty(numel, dtype=torch.float32)
+        return buffers[role][:numel].view(shape)
+
+    def _blocks(self, name: str) -> list[tuple[int, int] | None]:
+        """Row blocks of about BLOCK_ELEMENTS entries for large tensors of element-wise methods (so peak
+        memory does not grow with the largest tensor, an embedding merged with --include); else one
+        block, the whole tensor (None)."""
         shape = self.base.tensors[name].shape
-        base = self.base.read_into(name, torch.empty(shape, dtype=torch.float32))
-        tau = torch.empty((len(self.experts), *shape), dtype=torch.float32)
+        numel = self.base.tensors[name].numel
+        if not self.spec.is_elementwise(self.hp) or len(shape) < 2 or numel <= BLOCK_ELEMENTS:
+            return [None]
+        rows = max(1, BLOCK_ELEMENTS // (numel // shape[0]))
+        return [(r, min(r + rows, shape[0])) for r in range(0, shape[0], rows)]
+
+    def _task_vectors(self, name: str, block: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """fp32 base tensor (or a block of its rows) and stacked task vectors [T, ...] on the device."""
+        shape = self.base.tensors[name].shape
+        first = self._first(name, block)
+        if block is not None:
+            shape = (block[1] - block[0], *shape[1:])
+        base = self.base.read_into(name, self._buffer("base", shape), first)
+        tau = self._buffer("tau", (len(self.experts), *shape))
         for t, e in enumerate(self.experts):
-            e.read_into(name, tau[t])
+            e.read_into(name, tau[t], first)
         base, tau = base.to(self.device), tau.to(self.device)
         tau -= base
-        # NaN and ±inf survive the subtraction, so two checks cover all T+1 inputs; find the culprit only
-        # when one fails.
-        if not (bool(torch.isfinite(base).all()) and bool(torch.isfinite(tau).all())):
+        # NaN and ±inf survive subtraction and summation, so one reduction covers all T+1 inputs; the
+        # culprit is looked for only when it is not finite.
+        if not bool(torch.isfinite(tau.sum() + base.sum())):
             for t, ckpt in enumerate([self.base, *self.experts]):
                 x = base if t == 0 else tau[t - 1] + base
                 if not bool(torch.isfinite(x).all()):
                     raise MergeBenchError(f"{ckpt.path}: tensor {name} contains NaN or infinite values")
-            raise MergeBenchError(f"tensor {name}: a task vector overflows fp32 (inputs are finite but too far apart)")
+            if not bool(torch.isfinite(tau).all()):
+                raise MergeBenchError(f"tensor {name}: a task vector overflows fp32 (inputs are finite but too far "
+                                      "apart)")
         return base, tau
 
     # --- passes -------------------------------------------------------------------------------------
     def _global_thresholds(self) -> torch.Tensor:
         acc = GlobalThreshold(len(self.experts), self.device)
         for i, name in enumerate(self.ranked):
-            acc.first_pass(self._task_vectors(name)[1])
+            for block in self._blocks(name):
+                acc.first_pass(self._task_vectors(name, block)[1])
             self.progress("thresholds 1/2", i + 1, len(self.ranked))
         d = acc.count
         rank = self.spec.global_rank(self.hp, d)
         acc.choose([rank] * len(self.experts))
         if acc.needs_second_pass:
             for i, name in enumerate(self.ranked):
-                acc.second_pass(self._task_vectors(name)[1])
+                for block in self._blocks(name):
+                    acc.second_pass(self._task_vectors(name, block)[1])
                 self.progress("thresholds 2/2", i + 1, len(self.ranked))
         return acc.thresholds()
 
@@ -299,25 +328,12 @@ class Merger:
                         self._copy(writer, name)
                     else:  # ranked but never written back: it only votes in the majority sign
                         ctx = self._ctx(name, thresholds, zero_sign=1.0)
-                        sign_total += self.spec.with_sign(self._task_vectors(name)[1], ctx, self.hp)[1]
+                        for block in self._blocks(name):
+                            sign_total += self.spec.with_sign(self._task_vectors(name, block)[1], ctx, self.hp)[1]
                     self.progress("merge", i + 1, len(work))
                     continue
-                base, tau = self._task_vectors(name)
-                ctx = self._ctx(name, thresholds, zero_sign=1.0 if global_sign else None)
-                if global_sign:
-                    delta, sign_sum, ambiguous = self.spec.with_sign(tau, ctx, self.hp)
-                    out = base + delta
-                    sign_total += sign_sum
-                    ambiguous = ambiguous.reshape(-1)
-                    if bool(ambiguous.any()):
-                        ctx.zero_sign = -1.0
-                        alt = (base + self.spec.fn(tau, ctx, self.hp)).reshape(-1)
-                        idx = ambiguous.nonzero().reshape(-1)
-                        pending.append((name, idx.cpu(), alt[idx].cpu()))
-                else:
-                    out = base + self.spec.fn(tau, ctx, self.hp)
-                writer.write(name, out.to(self._dtype_for(name)).cpu())
-                del base, tau, out
+                for block in self._blocks(name):
+                    sign_total += self._merge_block(writer, name, block, thresholds, global_sign, pending)
                 self.progress("merge", i + 1, len(work))
             if global_sign and sign_total <= 0:  # the majority sign is not +1: redo the tied entries
                 for name, idx, values in pending:
@@ -328,6 +344,32 @@ class Merger:
         except BaseException:
             writer.abort()
             raise
+
+    def _merge_block(self, writer: ShardedWriter, name: str, block: tuple[int, int] | None, thresholds,
+                     global_sign: bool, pending: list) -> float:
+        """Merge a tensor (or a block of its rows) and write it; returns its share of the majority sign."""
+        base, tau = self._task_vectors(name, block)
+        ctx = self._ctx(name, thresholds, zero_sign=1.0 if global_sign else None)
+        sign_sum = 0.0
+        if global_sign:
+            delta, sign_sum, ambiguous = self.spec.with_sign(tau, ctx, self.hp)
+            out = base + delta
+            ambiguous = ambiguous.reshape(-1)
+            if bool(ambiguous.any()):  # exact ties whose value depends on the global majority sign
+                ctx.zero_sign = -1.0
+                alt = (base + self.spec.fn(tau, ctx, self.hp)).reshape(-1)
+                idx = ambiguous.nonzero().reshape(-1)
+                pending.append((name, idx.cpu() + self._first(name, block), alt[idx].cpu()))
+        else:
+            out = base + self.spec.fn(tau, ctx, self.hp)
+        dtype = self._dtype_for(name)
+        writer.write_part(name, self._first(name, block) * torch.empty((), dtype=dtype).element_size(),
+                          out.to(dtype).cpu())
+        return sign_sum
+
+    def _first(self, name: str, block: tuple[int, int] | None) -> int:
+        info = self.base.tensors[name]
+        return 0 if block is None else block[0] * (info.numel // info.shape[0])
 
     def _finish(self, writer: ShardedWriter, seconds: float, thresholds: list[float] | None,
                 manifest: dict[str, Any]) -> MergeResult:

@@ -79,7 +79,7 @@ class ShardedWriter:
         self.slots: dict[str, _Slot] = {}
         self._plan(layout, max_shard_size)
         self._handles: dict[int, object] = {}
-        self._written: set[str] = set()
+        self._written: dict[str, int] = {}  # bytes written per tensor
 
     def _plan(self, layout, max_shard_size: int) -> None:
         current = _Shard()
@@ -127,8 +127,17 @@ class ShardedWriter:
         if tensor.dtype != slot.dtype or tuple(tensor.shape) != slot.shape:
             raise MergeBenchError(f"internal error: tensor {name} is {tensor.dtype}{tuple(tensor.shape)}, "
                                   f"planned {slot.dtype}{slot.shape}")
-        data = tensor.detach().contiguous().cpu().view(torch.uint8).numpy().data if slot.nbytes else b""
-        self.write_chunks(name, [data])
+        self.write_part(name, 0, tensor)
+
+    def write_part(self, name: str, byte_offset: int, tensor: torch.Tensor) -> None:
+        """Write a block of a tensor's elements (rows, for large tensors merged piece by piece)."""
+        slot = self.slots[name]
+        if tensor.dtype != slot.dtype:
+            raise MergeBenchError(f"internal error: tensor {name} block is {tensor.dtype}, planned {slot.dtype}")
+        data = tensor.detach().contiguous().cpu().view(torch.uint8).numpy().data if tensor.numel() else b""
+        fh = self._handles[slot.shard]
+        fh.seek(slot.start + byte_offset)
+        self._written[name] = self._written.get(name, 0) + fh.write(data)
 
     def write_chunks(self, name: str, chunks) -> None:
         """Write a tensor's raw bytes, given in order as any number of chunks."""
@@ -138,9 +147,7 @@ class ShardedWriter:
         written = 0
         for data in chunks:
             written += fh.write(data)
-        if written != slot.nbytes:
-            raise MergeBenchError(f"internal error: tensor {name} got {written} bytes, planned {slot.nbytes}")
-        self._written.add(name)
+        self._written[name] = written
 
     def patch(self, name: str, flat_index: torch.Tensor, values: torch.Tensor) -> None:
         """Overwrite single elements of an already written tensor (rare fix-ups, e.g. TIES zero signs)."""
@@ -154,9 +161,9 @@ class ShardedWriter:
 
     def finish(self, base_dir: Path, extra_files: dict[str, str]) -> None:
         """Close shards, write the index, copy the base's side files, and move into place."""
-        missing = [n for n in self.slots if n not in self._written]
+        missing = [n for n, slot in self.slots.items() if self._written.get(n, 0) != slot.nbytes]
         if missing:
-            raise MergeBenchError(f"internal error: tensor {missing[0]} was planned but never written")
+            raise MergeBenchError(f"internal error: tensor {missing[0]} was planned but not completely written")
         for fh in self._handles.values():
             fh.close()
         self._handles.clear()

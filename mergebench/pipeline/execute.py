@@ -55,6 +55,8 @@ def run_spec(spec_path: str | os.PathLike) -> int:
         ws = Workspace(spec["workspace"])
     except (OSError, json.JSONDecodeError, KeyError) as e:
         raise MergeBenchError(f"{spec_path}: not a valid stage spec ({e})") from None
+    if stage.kind not in KINDS:
+        raise MergeBenchError(f"{spec_path}: unknown stage kind {stage.kind!r} (known: {', '.join(KINDS)})")
     final, partial = ws.output(stage), ws.partial(stage)
     if (final / MANIFEST).is_file():
         print(f"[{stage.name}] already complete: {final}")

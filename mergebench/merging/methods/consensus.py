@@ -36,4 +36,5 @@ CONSENSUS = MethodSpec(
         Param("lambda", float, 0.4, "scale of the summed task vectors (the reference ignores it)", low=0.0),
     ),
     reference="Wang et al. 2024",
+    elementwise=True,
 )

@@ -27,6 +27,7 @@ SOUP = MethodSpec(
     (Param("lambda", float, None, "scale of the summed task vectors; default 1/T (the mean; 0.2 for T=5)",
            low=0.0, optional=True),),
     reference="Wortsman et al. 2022",
+    elementwise=True,
 )
 TASK_ARITHMETIC = MethodSpec(
     "task_arithmetic",
@@ -34,4 +35,5 @@ TASK_ARITHMETIC = MethodSpec(
     lambda tau, ctx, hp: task_arithmetic(tau, ctx, lam=hp["lambda"]),
     (LAMBDA,),
     reference="Ilharco et al. 2023",
+    elementwise=True,
 )

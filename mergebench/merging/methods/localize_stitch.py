@@ -41,4 +41,5 @@ LOCALIZE_STITCH = MethodSpec(
     ),
     global_rank=localize_rank,
     reference="He et al. 2025",
+    elementwise=lambda hp: hp["scope"] == "global",
 )

@@ -9,7 +9,7 @@ engine, so the functions stay trivially testable.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -101,7 +101,9 @@ class MethodSpec:
     stats_kind: str | None = None
     # Methods that run validation data through models while merging (RegMean++): one source per expert.
     needs_data: bool = False
-    extras: dict[str, Any] = field(default_factory=dict)
+    # True (or true for these settings) when each output entry depends only on the same entry of the
+    # inputs and on the context: the engine may then merge a large tensor a block of rows at a time.
+    elementwise: bool | Callable[[dict[str, Any]], bool] = False
 
     def settings(self, given: dict[str, Any]) -> dict[str, Any]:
         """Validate user settings against the parameters and fill in the defaults."""
@@ -111,6 +113,9 @@ class MethodSpec:
                 names = ", ".join(known) or "none"
                 raise MergeBenchError(f"method {self.name}: unknown setting {key!r} (known: {names})")
         return {p.name: p.coerce(self.name, given[p.name]) if p.name in given else p.default for p in self.params}
+
+    def is_elementwise(self, hp: dict[str, Any]) -> bool:
+        return self.elementwise(hp) if callable(self.elementwise) else bool(self.elementwise)
 
     def uses_global_threshold(self, hp: dict[str, Any]) -> bool:
         return self.global_rank is not None and hp.get("scope", "global") == "global"

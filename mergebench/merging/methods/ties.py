@@ -74,4 +74,5 @@ TIES = MethodSpec(
     global_rank=ties_rank,
     with_sign=ties_with_sign,
     reference="Yadav et al. 2023",
+    elementwise=lambda hp: hp["scope"] == "global",
 )

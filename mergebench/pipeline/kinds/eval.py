@@ -53,12 +53,15 @@ def _harness(ctx: StageContext, label: str, model: Path):
     if phase == "generate":
         return None
     parsed = adapter.parse(ctx.out, label)
-    return parsed[0] if isinstance(parsed, list) and len(parsed) == 1 else _combine(parsed, label, harness)
+    return combine_records(parsed if isinstance(parsed, list) else [parsed], label, harness)
 
 
-def _combine(records, label, harness):
+def combine_records(records, label, harness):
+    """One record from a harness's several outputs (lm-eval writes one per task group)."""
     from mergebench.evaluation.records import ResultRecord
 
+    if len(records) == 1:
+        return records[0]
     if not records:
         raise MergeBenchError(f"{harness} wrote no results for model {label}")
     first = records[0]
