@@ -7,7 +7,8 @@ speed depends on shapes and bytes, not on what the weights learned, so no downlo
 cached under OUT/models keyed by size. Every merge runs in its own process and is timed end to end
 (interpreter start and imports included, as a user sees it); peak RSS comes from the kernel's rusage of
 that process. Before each size all inputs are read once, so every run sees the same warm page cache;
-`sync` runs (untimed) after each run so one run's writeback does not slow the next.
+`sync` runs (untimed) after each run so one run's writeback does not slow the next. The table goes to
+stdout and to OUT/latest.json and OUT/latest.md (OUT/latest-quick.* for --quick).
 """
 
 from __future__ import annotations
@@ -181,20 +182,9 @@ def io_floor(out: Path, models: list[Path]) -> None:
     shutil.copy(base / "config.json", out)
 
 
-def lock(root: Path):
-    """One run per output folder: two would share the scratch output and skew each other's timings."""
-    import fcntl
-
-    handle = open(root / ".lock", "w")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        sys.exit(f"{root}: another merge_speed.py run is using this folder; wait for it to finish")
-    return handle
-
-
 # --- tools ----------------------------------------------------------------------------------------------
 def ensure_mergekit(venv: Path) -> Path:
+    """mergekit gets its own venv: its dependencies (peft, datasets, pydantic, ...) stay out of the kit's."""
     exe = venv / "bin" / "mergekit-yaml"
     if not exe.exists():
         print(f"installing {MERGEKIT_SPEC} into {venv}")
@@ -360,6 +350,34 @@ def environment(mergekit: Path) -> dict:
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def write_report(root: Path, name: str, command: str, env: dict, results: list[dict]) -> None:
+    """Print the table and write it as NAME.json (with every run) and NAME.md (a snippet for docs)."""
+    body, notes = rows(results)
+    warm = ("before each size every input byte was read once (warm page cache for all runs); times are "
+            "whole processes, start-up included")
+    print("\n" + render(body, markdown=False) + "\n" + "\n".join(notes) + f"\n({warm})")
+    report = {"command": command, "env": env, "results": results,
+              "table": [dict(zip(HEAD, r, strict=True)) for r in body], "notes": notes}
+    (root / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    md = [f"Merge speed, {env['cpus']} CPUs, torch {env['torch']}, mergekit {env['mergekit']} "
+          f"({env['date']}, `{command}`)", "", render(body, markdown=True), "",
+          *[f"- {n}" for n in notes], f"- {warm}"]
+    (root / f"{name}.md").write_text("\n".join(md) + "\n")
+    print(f"wrote {root / name}.json and .md")
+
+
+def lock(root: Path):
+    """One run per output folder: two would share the scratch output and skew each other's timings."""
+    import fcntl
+
+    handle = open(root / ".lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        sys.exit(f"{root}: another merge_speed.py run is using this folder; wait for it to finish")
+    return handle
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--rusage"]:
@@ -381,20 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     mergekit = ensure_mergekit(root / "mergekit-venv")
     results = [bench_size(root, b, mergekit, args.repeat) for b in sizes]
 
-    body, notes = rows(results)
-    warm = ("before each size every input byte was read once (warm page cache for all runs); times are "
-            "whole processes, start-up included")
-    print("\n" + render(body, markdown=False) + "\n" + "\n".join(notes) + f"\n({warm})")
     command = " ".join(["python", "benchmarks/merge_speed.py", *argv])
-    report = {"command": command, "env": environment(mergekit), "results": results,
-              "table": [dict(zip(HEAD, r, strict=True)) for r in body], "notes": notes}
-    (root / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
-    env = report["env"]
-    md = [f"Merge speed, {env['cpus']} CPUs, torch {env['torch']}, mergekit {env['mergekit']} "
-          f"({env['date']}, `{command}`)", "", render(body, markdown=True), "",
-          *[f"- {n}" for n in notes], f"- {warm}"]
-    (root / "latest.md").write_text("\n".join(md) + "\n")
-    print(f"wrote {root / 'latest.json'} and {root / 'latest.md'}")
+    # A smoke test must not overwrite the last real measurement.
+    write_report(root, "latest-quick" if args.quick else "latest", command, environment(mergekit), results)
     return 0
 
 
