@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import click
@@ -60,26 +58,11 @@ def eval_command(models, suite, harness, data, limit, out):
 def _run_harness(harness: str, model: Path, out: Path, console: Console):
     """Each of the harness's processes in turn (bigcode: generation then execution), logs kept."""
     from mergebench.evaluation.adapters import ADAPTERS
+    from mergebench.evaluation.adapters.execute import parse_record, run_processes
 
     adapter = ADAPTERS[harness]
     if not (model / "config.json").is_file():
         raise MergeBenchError(f"model {model}: not a model directory (no config.json)")
-    out.mkdir(parents=True, exist_ok=True)
-    for run in adapter.runs(str(model.resolve()), str(out.resolve())):
-        Path(run.out_dir).mkdir(parents=True, exist_ok=True)
-        log = out / f"{run.name}.log"
-        console.print(f"{run.name}: {run.shell()}  (log: {log})")
-        try:
-            with open(log, "w") as fh:
-                code = subprocess.run(list(run.argv), cwd=run.workdir, env={**os.environ, **run.env}, stdout=fh,
-                                      stderr=subprocess.STDOUT).returncode
-        except FileNotFoundError:
-            raise MergeBenchError(f"{harness} for model {model.name}: {run.argv[0]!r} not found; run this inside the "
-                                  f"{run.image} image (or install the harness)") from None
-        if code != 0:
-            raise MergeBenchError(f"{harness} run {run.name} for model {model.name} exited with code {code}; "
-                                  f"its log: {log}")
-    parsed = adapter.parse(str(out.resolve()), model.name)
-    from mergebench.pipeline.kinds.eval import combine_records
-
-    return combine_records(parsed if isinstance(parsed, list) else [parsed], model.name, harness)
+    out = out.resolve()
+    run_processes(adapter.runs(str(model.resolve()), str(out)), harness, model.name, out, say=console.print)
+    return parse_record(adapter, out, model.name, harness)

@@ -352,14 +352,11 @@ class Merger:
         ctx = self._ctx(name, thresholds, zero_sign=1.0 if global_sign else None)
         sign_sum = 0.0
         if global_sign:
-            delta, sign_sum, ambiguous = self.spec.with_sign(tau, ctx, self.hp)
+            delta, sign_sum, idx, alternative = self.spec.with_sign(tau, ctx, self.hp)
             out = base + delta
-            ambiguous = ambiguous.reshape(-1)
-            if bool(ambiguous.any()):  # exact ties whose value depends on the global majority sign
-                ctx.zero_sign = -1.0
-                alt = (base + self.spec.fn(tau, ctx, self.hp)).reshape(-1)
-                idx = ambiguous.nonzero().reshape(-1)
-                pending.append((name, idx.cpu() + self._first(name, block), alt[idx].cpu()))
+            if idx.numel():  # exact ties whose value depends on the global majority sign
+                values = base.reshape(-1)[idx] + alternative
+                pending.append((name, idx.cpu() + self._first(name, block), values.cpu()))
         else:
             out = base + self.spec.fn(tau, ctx, self.hp)
         dtype = self._dtype_for(name)

@@ -16,7 +16,7 @@ from typing import Any
 from mergebench import __version__
 
 #: Where each kind of stage keeps its output inside the workspace.
-CATEGORY = {"fetch": "models", "tiny_build": "models", "local_family": "models", "finetune": "models", "stats": "stats", "merge": "models",
+CATEGORY = {"fetch": "models", "tiny_build": "models", "local_family": "models", "stats": "stats", "merge": "models",
             "tune": "models", "eval": "evals", "report": "reports"}
 
 

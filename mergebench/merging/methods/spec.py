@@ -94,8 +94,9 @@ class MethodSpec:
     # specialist's threshold sits at; None when the method needs no global threshold.
     global_rank: Callable[[dict[str, Any], int], int] | None = None
     # Methods whose result depends on a sign summed over the whole parameter set (TIES's majority):
-    # returns (merged under ctx.zero_sign, this tensor's sign sum, mask of entries that depend on it).
-    with_sign: Callable[..., tuple[torch.Tensor, float, torch.Tensor]] | None = None
+    # returns (merged under ctx.zero_sign, this tensor's sign sum, flat indices of the entries that
+    # depend on it, their merged values under the opposite sign).
+    with_sign: Callable[..., tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]] | None = None
     reference: str = ""
     # Which statistics the method reads, one store per specialist (`--stats`): "gram", "fisher" or None.
     stats_kind: str | None = None
@@ -128,11 +129,14 @@ def threshold_mask(tau: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
 
 
 def kth_largest_abs(tau: torch.Tensor, rank: int) -> torch.Tensor:
-    """Per specialist row, the rank-th largest |τ| of that row (rank 0: +inf, rank > d: 0)."""
-    flat = tau.reshape(tau.shape[0], -1).abs()
-    d = flat.shape[1]
-    if rank <= 0:
-        return torch.full((tau.shape[0],), float("inf"), device=tau.device)
-    if rank > d:
-        return torch.zeros(tau.shape[0], device=tau.device)
-    return flat.kthvalue(d - rank + 1, dim=1).values
+    """Per specialist row, the rank-th largest |τ| of that row (rank 0: +inf, rank > d: 0).
+
+    The same exact two-pass histogram as the global thresholds (2-3× faster than kthvalue)."""
+    from mergebench.merging.topk import GlobalThreshold
+
+    acc = GlobalThreshold(tau.shape[0], tau.device)
+    acc.first_pass(tau)
+    acc.choose([rank] * tau.shape[0])
+    if acc.needs_second_pass:
+        acc.second_pass(tau)
+    return acc.thresholds()

@@ -47,12 +47,15 @@ def ties(tau: torch.Tensor, ctx: TensorContext, hp: dict[str, Any]) -> torch.Ten
 
 def ties_with_sign(tau: torch.Tensor, ctx: TensorContext, hp: dict[str, Any]):
     """Global scope: the merge under ctx.zero_sign, this tensor's share Σ sgn(Σ_t trimmed τ_t) of the
-    majority sign, and the entries whose value depends on that sign (trimmed sum 0, terms not all 0)."""
+    majority sign, the flat indices of the entries whose value depends on that sign (trimmed sum 0,
+    terms not all 0), and their merged values under the opposite sign."""
     trimmed = _trimmed(tau, ctx, hp)
     total = trimmed.sum(0)
     sign_sum = float(torch.sign(total).sum())
-    ambiguous = (total == 0) & (trimmed != 0).any(0)
-    return _merge_trimmed(trimmed, total, ctx.zero_sign, hp), sign_sum, ambiguous
+    ambiguous = ((total == 0) & (trimmed != 0).any(0)).reshape(-1).nonzero().reshape(-1)
+    flat = trimmed.reshape(trimmed.shape[0], -1)[:, ambiguous]
+    alternative = _merge_trimmed(flat, flat.sum(0), -ctx.zero_sign, hp)
+    return _merge_trimmed(trimmed, total, ctx.zero_sign, hp), sign_sum, ambiguous, alternative
 
 
 TIES = MethodSpec(

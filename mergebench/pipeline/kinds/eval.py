@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mergebench.errors import MergeBenchError
 from mergebench.pipeline.execute import StageContext
 from mergebench.pipeline.kinds.family import resolve_model
 
@@ -31,10 +30,8 @@ def run(ctx: StageContext) -> dict:
 def _harness(ctx: StageContext, label: str, model: Path):
     """Run the harness's processes for this stage's phase (bigcode: generate, then execute in a
     sandboxed stage of its own), then parse what they wrote."""
-    import os
-    import subprocess
-
     from mergebench.evaluation.adapters import ADAPTERS
+    from mergebench.evaluation.adapters.execute import parse_record, run_processes
 
     harness, phase = ctx.params["harness"], ctx.params.get("phase")
     adapter = ADAPTERS[harness]
@@ -44,27 +41,5 @@ def _harness(ctx: StageContext, label: str, model: Path):
         runs = [r for r in runs if r.name.startswith(f"bigcode-{phase}")]
     else:
         runs = adapter.runs(str(model), str(ctx.out))
-    for run in runs:
-        Path(run.out_dir).mkdir(parents=True, exist_ok=True)
-        print(f"$ {run.shell()}", flush=True)
-        code = subprocess.run(list(run.argv), cwd=run.workdir, env={**os.environ, **run.env}).returncode
-        if code != 0:
-            raise MergeBenchError(f"{harness} run {run.name} for model {label} exited with code {code}")
-    if phase == "generate":
-        return None
-    parsed = adapter.parse(ctx.out, label)
-    return combine_records(parsed if isinstance(parsed, list) else [parsed], label, harness)
-
-
-def combine_records(records, label, harness):
-    """One record from a harness's several outputs (lm-eval writes one per task group)."""
-    from mergebench.evaluation.records import ResultRecord
-
-    if len(records) == 1:
-        return records[0]
-    if not records:
-        raise MergeBenchError(f"{harness} wrote no results for model {label}")
-    first = records[0]
-    return ResultRecord(label, harness, {k: v for r in records for k, v in r.metrics.items()},
-                        {k: v for r in records for k, v in r.stderr.items()}, first.harness_version,
-                        first.harness_commit, first.backend, [s for r in records for s in r.sources], first.config)
+    run_processes(runs, harness, label, ctx.out / "logs", say=lambda text: print(text, flush=True))
+    return None if phase == "generate" else parse_record(adapter, ctx.out, label, harness)

@@ -1,0 +1,49 @@
+"""Run a harness's processes where the harness is installed (its image, or a venv that has it) and
+turn what they wrote into one result record. Used by `mergebench eval` and the pipeline's eval stage."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from mergebench.errors import MergeBenchError
+from mergebench.evaluation.adapters.invocation import HarnessRun
+from mergebench.evaluation.records import ResultRecord
+
+
+def run_processes(runs: list[HarnessRun], harness: str, label: str, log_dir: Path, say=print) -> None:
+    """Each run in turn, its output in `<log_dir>/<run name>.log`; the first failure stops with a
+    one-line error naming harness, run and model, and the log stays."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for run in runs:
+        Path(run.out_dir).mkdir(parents=True, exist_ok=True)
+        log = log_dir / f"{run.name}.log"
+        say(f"{run.name}: {run.shell()}  (log: {log})")
+        try:
+            with open(log, "w") as fh:
+                code = subprocess.run(list(run.argv), cwd=run.workdir, env={**os.environ, **run.env}, stdout=fh,
+                                      stderr=subprocess.STDOUT).returncode
+        except FileNotFoundError:
+            raise MergeBenchError(f"{harness} for model {label}: {run.argv[0]!r} not found; run this inside the "
+                                  f"{run.image} image (or install the harness)") from None
+        if code != 0:
+            raise MergeBenchError(f"{harness} run {run.name} for model {label} exited with code {code}; "
+                                  f"its log: {log}")
+
+
+def combine_records(records: list[ResultRecord], label: str, harness: str) -> ResultRecord:
+    """One record from a harness's several outputs (lm-eval writes one per task group)."""
+    if not records:
+        raise MergeBenchError(f"{harness} wrote no results for model {label}")
+    if len(records) == 1:
+        return records[0]
+    first = records[0]
+    return ResultRecord(label, harness, {k: v for r in records for k, v in r.metrics.items()},
+                        {k: v for r in records for k, v in r.stderr.items()}, first.harness_version,
+                        first.harness_commit, first.backend, [s for r in records for s in r.sources], first.config)
+
+
+def parse_record(adapter, out_dir: Path, label: str, harness: str) -> ResultRecord:
+    parsed = adapter.parse(str(out_dir), label)
+    return combine_records(parsed if isinstance(parsed, list) else [parsed], label, harness)
