@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -91,10 +92,37 @@ def run_untrusted(program: str, limits: Limits = Limits()) -> Outcome:
             code = None
             out, err = "", "wall-time limit reached"
         finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            _kill_group(proc.pid)
             if code is None:
                 proc.communicate()
     return Outcome(code, out, err)
+
+
+def _live_members(pgid: int) -> list[int]:
+    """Processes of group `pgid` that have not exited yet (zombies are dead: they only await reaping)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            members.append(int(entry))
+    return members
+
+
+def _kill_group(pgid: int, patience: float = 10.0) -> None:
+    """SIGKILL the whole group until no member is left alive: a kill is delivered asynchronously, and on a
+    loaded machine a fork bomb's last children can outlive one signal by a scheduler tick."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if not os.path.isdir("/proc") or not _live_members(pgid) or time.monotonic() > deadline:
+            return
+        time.sleep(0.02)
