@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,9 +88,16 @@ def test_real_recipe_code_path_runs_a_few_steps(tok, tmp_path):
         finetune(tiny_config(tok), tok, ROWS, recipe, tmp_path / "m")
 
 
-def test_deepspeed_backend_says_where_it_runs(tok, tmp_path):
-    with pytest.raises(MergeBenchError, match="train image"):
-        finetune(tiny_config(tok), tok, ROWS, Recipe(backend="deepspeed"), tmp_path / "m")
+def test_deepspeed_backend_says_how_it_runs(tok, tmp_path, monkeypatch):
+    with pytest.raises(MergeBenchError, match=r"runs one process per GPU: start it with `mergebench finetune "
+                                              r"--model <family> --deepspeed` \(torchrun\)"):
+        finetune(tiny_config(tok), tok, ROWS, Recipe(backend="deepspeed"), tmp_path / "m", ds_config={})
+    for var, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
+        monkeypatch.setenv(var, value)
+    monkeypatch.setitem(sys.modules, "deepspeed", None)  # as if it were not installed
+    with pytest.raises(MergeBenchError, match="needs the deepspeed package"):
+        finetune(tiny_config(tok), tok, ROWS, Recipe(backend="deepspeed"), tmp_path / "m", ds_config={})
+    assert not (tmp_path / ".m.tmp").exists()  # refused before anything was written
 
 
 def test_interrupted_run_resumes_bit_identical(tok, tmp_path):

@@ -177,7 +177,7 @@ def test_base_has_the_general_skills_and_the_merge_keeps_them(scores):
 @pytest.mark.parametrize("args, message", [
     (["finetune", "--model", "tiny", "--domain", "poetry", "--out", "X"], "unknown domain 'poetry'"),
     (["finetune", "--model", "gpt-9", "--domain", "math", "--out", "X"], "unknown model 'gpt-9'"),
-    (["finetune", "--model", "llama-3.2-3b", "--domain", "math", "--out", "X"], "train image"),
+    (["finetune", "--model", "llama-3.2-3b", "--domain", "math", "--out", "X"], "not in the Hugging Face cache"),
     (["finetune", "--model", "tiny", "--domain", "math", "--out", "X", "--set", "lr=fast"],
      "recipe lr='fast': expected float, got str"),
     (["finetune", "--model", "tiny", "--domain", "math", "--out", "X", "--set", "epochs"], "expected NAME=VALUE"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -10,11 +11,20 @@ from mergebench.errors import MergeBenchError
 
 
 def parse_sets(pairs: tuple[str, ...], example: str = "lambda=0.4") -> dict[str, Any]:
-    """NAME=VALUE pairs, values parsed as YAML so that 1e-3 is a float and true a bool."""
+    """NAME=VALUE pairs, values parsed as YAML so that 0.5 is a float and true a bool.
+
+    YAML 1.1 reads 1e-3 (no dot) as a string; a value that is a plain number in exponent form is a float.
+    """
     out: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
             raise MergeBenchError(f"--set {pair!r}: expected NAME=VALUE, e.g. --set {example}")
         key, value = pair.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str) and _EXPONENT.fullmatch(parsed.strip()):
+            parsed = float(parsed)
+        out[key.strip()] = parsed
     return out
+
+
+_EXPONENT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")

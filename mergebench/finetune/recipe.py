@@ -19,6 +19,10 @@ from mergebench.errors import MergeBenchError
 
 SCHEDULERS = ("cosine", "linear", "constant")
 BACKENDS = ("native", "deepspeed")
+#: DART-Math's two released sets (hkust-nlp/<name>); SPEC names DART-Math without saying which.
+MATH_SUBSETS = ("dart-math-hard", "dart-math-uniform")
+#: Which WildGuardMix responses a safety specialist learns from: all, or only those not labelled harmful.
+SAFETY_RESPONSES = ("unharmful", "all")
 
 
 @dataclass(frozen=True)
@@ -47,10 +51,23 @@ class Recipe:
     max_steps: int | None = None
     #: Write a resumable checkpoint every this many optimizer steps (0: only at the end).
     save_every: int = 500
-    #: "native" is this package's loop; "deepspeed" (ZeRO-3, the paper's) needs the train image.
+    #: "native": this package's loop in one process; "deepspeed": the same loop on every GPU of one node
+    #: with DeepSpeed ZeRO-3 (the paper's), started by `mergebench finetune --deepspeed`.
     backend: str = "native"
+    #: Recompute activations in the backward pass (less memory, about a third more compute).
+    gradient_checkpointing: bool = False
     #: CPU threads for torch; fixed so that results do not depend on the machine's core count.
     threads: int = 0
+    # The real datasets (mergebench/finetune/sources.py); the tiny family ignores these.
+    #: Keep at most this many usable rows per domain, chosen by `data_seed` (None: every row).
+    max_samples: int | None = None
+    data_seed: int = 0
+    #: hkust-nlp/<math_subset> for the math domain.
+    math_subset: str = "dart-math-hard"
+    #: Comma-separated Aya `language` names to keep (e.g. "French,Spanish,German,Russian"); empty: all.
+    aya_languages: str = ""
+    #: WildGuardMix rows to learn from: "unharmful" drops responses labelled harmful; "all" keeps them.
+    safety_responses: str = "unharmful"
 
     def __post_init__(self) -> None:
         hints = _field_types()
@@ -65,8 +82,11 @@ class Recipe:
             raise MergeBenchError(f"recipe template={self.template!r}: expected one of {', '.join(TEMPLATES)}")
         if self.backend not in BACKENDS:
             raise MergeBenchError(f"recipe backend={self.backend!r}: expected one of {', '.join(BACKENDS)}")
-        for name in ("lr", "epochs", "global_batch", "micro_batch", "seq_len"):
-            if getattr(self, name) <= 0:
+        for name, choices in (("math_subset", MATH_SUBSETS), ("safety_responses", SAFETY_RESPONSES)):
+            if getattr(self, name) not in choices:
+                raise MergeBenchError(f"recipe {name}={getattr(self, name)!r}: expected one of {', '.join(choices)}")
+        for name in ("lr", "epochs", "global_batch", "micro_batch", "seq_len", "max_samples"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise MergeBenchError(f"recipe {name}={getattr(self, name)!r}: must be positive")
         if not 0 <= self.warmup_ratio < 1:
             raise MergeBenchError(f"recipe warmup_ratio={self.warmup_ratio!r}: must be in [0, 1)")

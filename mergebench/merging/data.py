@@ -3,12 +3,12 @@
 Two sources, one interface (`load_samples`):
 - a local JSONL file, or a directory of them, whose rows carry `prompt`/`response` or the columns of any
   MergeBench validation set (the tiny suite and the tests use this);
-- the MergeBench validation sets `MergeBench/<domain>_val` (split `train`), read from the Hugging Face
-  `datasets` cache. `datasets` is an optional dependency imported only here, only when needed.
+- the MergeBench validation sets `MergeBench/<domain>_val` (split `train`), read offline from the Hugging
+  Face caches by `mergebench.hubdata` (the kit's one reader of hub datasets).
 
-Selection is deterministic: the rows are shuffled by a generator seeded with `seed`, and the first
-`count` are taken (all rows when there are fewer). The same (source, seed, count) always gives the same
-samples, and a smaller count gives a prefix of a larger one's samples.
+Selection is deterministic (`mergebench.hubdata.choose`): the rows are shuffled by a generator seeded with
+`seed`, and the first `count` are taken (all rows when there are fewer). The same (source, seed, count)
+always gives the same samples, and a smaller count gives a prefix of a larger one's samples.
 
 Every sample is rendered with the Alpaca-style prompt the specialists were trained with (SPEC,
 "Finetuning"); the response follows the prompt directly, so the prompt's token count marks where the
@@ -18,12 +18,12 @@ response tokens (the ones the Fisher loss is taken on) begin.
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from mergebench.catalog.prompts import format_prompt
 from mergebench.errors import MergeBenchError
+from mergebench.hubdata import HubDataset, choose, open_dataset
 
 #: The five domains in the kit's canonical order (also the specialist order of the reference).
 DOMAINS = ("instruction", "math", "coding", "safety", "multilingual")
@@ -112,23 +112,9 @@ def _local_rows(path: Path, domain: str | None, template: str) -> list[Sample]:
 
 
 def _hub_rows(domain: str, template: str) -> list[Sample]:
-    repo = f"MergeBench/{domain}_val"
-    try:
-        import datasets
-    except ImportError:
-        raise MergeBenchError(
-            f"validation set {repo} needs the `datasets` package, which is not installed; "
-            f"`pip install datasets`, then fetch it with `hf download {repo} --repo-type dataset`, "
-            "or pass a local JSONL file with --data"
-        ) from None
-    try:
-        ds = datasets.load_dataset(repo, split="train", download_mode="reuse_cache_if_exists")
-    except Exception as e:  # noqa: BLE001 - datasets raises many kinds; all mean "not available offline"
-        raise MergeBenchError(
-            f"validation set {repo} is not in the Hugging Face cache ({e.__class__.__name__}); "
-            f"fetch it with `hf download {repo} --repo-type dataset`"
-        ) from None
-    return [row_to_sample(dict(row), f"{repo} row {i}", template) for i, row in enumerate(ds)]
+    ref = HubDataset(f"MergeBench/{domain}_val")
+    ds, _ = open_dataset(ref, what="validation set", alternative=", or pass a local JSONL file with --data")
+    return [row_to_sample(dict(row), f"{ref.repo} row {i}", template) for i, row in enumerate(ds)]
 
 
 def describe_source(source: str, domain: str | None = None) -> str:
@@ -163,6 +149,4 @@ def load_samples(source: str, count: int, seed: int = 0, domain: str | None = No
         raise MergeBenchError(f"unknown domain {source!r}; known domains: {', '.join(DOMAINS)} (or give a JSONL path)")
     if not rows:
         raise MergeBenchError(f"{source}: no samples")
-    order = list(range(len(rows)))
-    random.Random(seed).shuffle(order)
-    return [rows[i] for i in order[:count]]
+    return [rows[i] for i in choose(len(rows), count, seed)]
