@@ -1,6 +1,7 @@
 """The tiny pipeline end to end with the local runtime: report, resume, skip, force, lock, bad input.
 
-One module-scoped run (family build, one merge, every evaluation on a few rows) feeds several tests;
+One session-scoped run (`tiny_run` in conftest: family build, one merge, every evaluation on a few
+rows) feeds several tests, and the docker runtime's run is compared with it;
 the run is the real thing: `mergebench reproduce` in a subprocess, stages in their own processes.
 """
 
@@ -10,33 +11,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from tinypipeline import ARGS, EXE, reproduce
 
 from mergebench.errors import MergeBenchError
 from mergebench.pipeline.lock import WorkspaceLock
 from mergebench.pipeline.plan import build_plan
 from mergebench.pipeline.workspace import Workspace
-
-EXE = str(Path(sys.executable).parent / "mergebench")
-ARGS = ["--methods", "soup", "--eval-limit", "8"]
-
-
-def reproduce(ws: Path, results: Path, *extra: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([EXE, "reproduce", *ARGS, "--workspace", str(ws), "--results", str(results), *extra],
-                          capture_output=True, text=True, timeout=1200, **kw)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
-    ws, results = root / "ws", root / "results"
-    first = reproduce(ws, results)
-    assert first.returncode == 0, first.stdout + first.stderr
-    return ws, results, first
 
 
 def test_report_is_written_with_every_model(tiny_run):

@@ -17,7 +17,7 @@ from typing import Any
 from mergebench import __version__
 
 ENV_ALLOW = ("CUDA_VISIBLE_DEVICES", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "MERGEBENCH_IMAGE",
-             "MERGEBENCH_IMAGE_ID", "SLURM_JOB_ID")
+             "MERGEBENCH_IMAGE_ID", "MERGEBENCH_IMAGE_DIGEST", "SLURM_JOB_ID")
 
 
 def kit_revision() -> dict[str, Any]:

@@ -139,7 +139,7 @@ class Runner:
         process spends seconds importing torch and friends, more than a tiny stage's work."""
         if not getattr(self.runtime, "batches", False):
             return [first]
-        same = [s for s in ready if s.kind == first.kind and not s.gpus]
+        same = [s for s in ready if s.kind == first.kind and s.image == first.image and not s.gpus]
         size = -(-len(same) // max(1, free_slots))
         return same[:size]
 
@@ -176,6 +176,7 @@ class Runner:
             for stage in job.stages:
                 if stage.name in job.reported:
                     continue
+                self.ws.log(stage).parent.mkdir(parents=True, exist_ok=True)  # a process that never started
                 with open(self.ws.log(stage), "a") as fh:
                     cause = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
                     fh.write(f"\n[runner] stage {stage.name} failed: {cause}\n")

@@ -76,6 +76,7 @@ class DockerHandle(Handle):
 
 class DockerRuntime(Runtime):
     name = "docker"
+    batches = True  # ready CPU stages of one kind (so one image) share a container, as in the local runtime
 
     def __init__(self, track: str | None = None, prefix: str | None = None, client=None, user: str | None = None):
         self.track, self.prefix = track, prefix
@@ -108,6 +109,16 @@ class DockerRuntime(Runtime):
         except Exception:  # noqa: BLE001 - engine down or image missing: check() reports it
             return self.tag(image)
 
+    def provenance(self, image: str) -> dict[str, str]:
+        """The image's content id and, once pushed or pulled, its registry digest: the stage's manifest
+        records both (a tag can move; these cannot)."""
+        try:
+            found = self.client.images.get(self.tag(image))
+        except Exception:  # noqa: BLE001 - check() has already refused a missing image
+            return {}
+        digests = found.attrs.get("RepoDigests") or []
+        return {"MERGEBENCH_IMAGE_ID": found.id, **({"MERGEBENCH_IMAGE_DIGEST": digests[0]} if digests else {})}
+
     def check(self, stages: list[Stage]) -> None:
         import docker.errors
 
@@ -124,23 +135,27 @@ class DockerRuntime(Runtime):
                 raise MergeBenchError("the Docker engine has no NVIDIA runtime but GPU stages are planned; install "
                                       "the NVIDIA Container Toolkit, or run the tiny profile (MODEL=tiny)")
 
-    def container_kwargs(self, stage: Stage, spec: Path, gpus: list[int], env: dict[str, str]) -> dict:
+    def container_kwargs(self, stage: Stage, spec: Path | list[Path], gpus: list[int], env: dict[str, str],
+                         names: str | None = None) -> dict:
+        """Settings of the container that runs `spec` (a list: a batch whose stages log to their own files)."""
         from docker.types import DeviceRequest
 
         ws = env["MERGEBENCH_WORKSPACE"]
+        specs = spec if isinstance(spec, list) else [spec]
+        command = ["mergebench", "stage", "run", *map(str, specs)] + (["--own-logs"] if isinstance(spec, list) else [])
         kwargs = {
             "image": self.tag(stage.image),
-            "command": ["mergebench", "stage", "run", str(spec)],
+            "command": command,
             "detach": True,
             "volumes": {ws: {"bind": ws, "mode": "rw"}},
             "user": self.user,
             "environment": {**cache_env(ws), **env,
                             "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(len(gpus))),
-                            "MERGEBENCH_IMAGE": self.tag(stage.image)},
+                            "MERGEBENCH_IMAGE": self.tag(stage.image), **self.provenance(stage.image)},
             "ipc_mode": "host",
             "init": True,  # PID 1 that forwards SIGTERM: `docker stop` then really stops the stage
             "network_mode": "bridge" if stage.kind == "fetch" else "none",
-            "labels": {f"{LABEL}.stage": stage.name, f"{LABEL}.key": stage.key, f"{LABEL}.workspace": ws},
+            "labels": {f"{LABEL}.stage": names or stage.name, f"{LABEL}.key": stage.key, f"{LABEL}.workspace": ws},
             "working_dir": ws,
         }
         if gpus:
@@ -155,3 +170,10 @@ class DockerRuntime(Runtime):
             env = {**env, "HF_TOKEN": os.environ["HF_TOKEN"]}  # only the fetch stage sees the token
         container = self.client.containers.run(**self.container_kwargs(stage, spec, gpus, env))
         return DockerHandle(container, log)
+
+    def start_batch(self, stages: list[Stage], specs: list[Path], logs: list[Path], env: dict[str, str]) -> Handle:
+        # Each stage logs to its own file; what the container prints between stages goes to the batch log.
+        batch_log = logs[0].parent.parent / f"batch-{logs[0].parent.name}.log"
+        batch_log.parent.mkdir(parents=True, exist_ok=True)
+        kwargs = self.container_kwargs(stages[0], list(specs), [], env, names=",".join(s.name for s in stages))
+        return DockerHandle(self.client.containers.run(**kwargs), batch_log)
