@@ -14,6 +14,7 @@ from mergebench.catalog.domains import (
     UnknownNameError,
     get_domain,
     get_task,
+    validation_repo,
 )
 from mergebench.catalog.models import MODEL_NAMES, MODELS, BaseModel, get_model, specialist_repo_id
 
@@ -32,5 +33,6 @@ __all__ = [
     "get_domain",
     "get_model",
     "get_task",
+    "validation_repo",
     "specialist_repo_id",
 ]

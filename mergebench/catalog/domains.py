@@ -272,6 +272,11 @@ DOMAIN_NAMES: tuple[str, ...] = tuple(DOMAINS)
 TASKS: dict[str, Task] = {t.name: t for d in DOMAINS.values() for t in d.tasks}
 
 
+def validation_repo(domain: str) -> str:
+    """The hub dataset holding a domain's validation set, which the data-dependent methods read."""
+    return f"MergeBench/{domain}_val"
+
+
 def get_domain(name: str) -> Domain:
     """The domain called `name`, or an error listing the five."""
     try:

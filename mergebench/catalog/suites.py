@@ -17,7 +17,7 @@ class SuiteMethod:
     name: str  # label in reports
     method: str  # engine method name
     settings: dict[str, Any] = field(default_factory=dict)
-    stats: str | None = None  # "gram" | "fisher": one statistics stage per specialist
+    stats: str | None = None  # "gram" | "fisher" | "mask": one statistics stage per specialist
     data: bool = False  # reads validation data itself during the merge (RegMean++)
 
 
@@ -28,6 +28,7 @@ MERGE_SUITE: tuple[SuiteMethod, ...] = (
     SuiteMethod("dare", "dare", {"p": 0.9, "lambda": 0.4, "seed": 0}),
     SuiteMethod("consensus", "consensus", {"lambda_t": [0.2], "k": 2, "lambda": 0.4}),
     SuiteMethod("localize_stitch", "localize_stitch", {"sparsity": 0.1}),
+    SuiteMethod("localize_stitch_trained", "localize_stitch", {"masks": "trained"}, stats="mask"),
     SuiteMethod("varm", "varm"),
     SuiteMethod("fisher", "fisher", {}, stats="fisher"),
     SuiteMethod("regmean", "regmean", {"alpha": 0.5}, stats="gram"),

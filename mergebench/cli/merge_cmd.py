@@ -44,7 +44,8 @@ def _load_config(path: Path) -> dict[str, Any]:
 @click.option("--expert", "-e", "experts", multiple=True, help="a specialist (repeat once per specialist)")
 @click.option("--label", "labels", multiple=True, help="names of the specialists, in --expert order")
 @click.option("--stats", "stats", multiple=True,
-              help="statistics directory of a specialist (regmean, fisher; from `mergebench stats`), in --expert order")
+              help="statistics directory of a specialist (regmean, fisher, localize_stitch masks=trained; from "
+                   "`mergebench stats`), in --expert order")
 @click.option("--data", "data_sources", multiple=True,
               help="regmean_pp: validation data per --expert (a domain or JSONL file), or once for all "
                    "(`mergebench` or a directory of <domain>.jsonl files, paired by --compat)")

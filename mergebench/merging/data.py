@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from mergebench.catalog.domains import validation_repo
 from mergebench.catalog.prompts import format_prompt
 from mergebench.errors import MergeBenchError
 from mergebench.hubdata import HubDataset, choose, open_dataset
@@ -112,7 +113,7 @@ def _local_rows(path: Path, domain: str | None, template: str) -> list[Sample]:
 
 
 def _hub_rows(domain: str, template: str) -> list[Sample]:
-    ref = HubDataset(f"MergeBench/{domain}_val")
+    ref = HubDataset(validation_repo(domain))
     ds, _ = open_dataset(ref, what="validation set", alternative=", or pass a local JSONL file with --data")
     return [row_to_sample(dict(row), f"{ref.repo} row {i}", template) for i, row in enumerate(ds)]
 
@@ -121,7 +122,7 @@ def describe_source(source: str, domain: str | None = None) -> str:
     """What a --data value reads, for manifests: 'MergeBench/math_val' or the resolved local file."""
     path = Path(source).expanduser()
     if not path.exists() and source in DOMAINS:
-        return f"MergeBench/{source}_val"
+        return validation_repo(source)
     if path.is_dir() and domain is not None:
         path = _domain_file(path, domain)
     return str(path.resolve())

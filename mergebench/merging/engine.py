@@ -162,7 +162,7 @@ class Merger:
 
     def _open_stats(self) -> tuple[list[StatsStore], set[str]]:
         """Open and validate one statistics store per specialist before anything is written."""
-        kind = self.spec.stats_kind
+        kind = self.spec.stats_for(self.hp)
         if kind is None:
             if self.job.stats:
                 raise MergeBenchError(f"method {self.spec.name} uses no statistics; drop --stats")
@@ -183,6 +183,8 @@ class Merger:
                 raise MergeBenchError(f"{store.path}: holds {store.kind} statistics; method {self.spec.name} "
                                       f"needs {kind} (`mergebench stats --kind {kind}`)")
             self._check_stats_model(store, expert)
+            if kind == "mask":
+                self._check_mask_base(store)
             mean = store.manifest.get("mean")
             if kind == "fisher" and not self.hp.get("normalize") and mean is not None and mean < self.hp["epsilon"]:
                 warnings.warn(f"{store.path}: the mean Fisher value {mean:.3g} is below epsilon "
@@ -194,11 +196,15 @@ class Merger:
                 want = self.base.tensors[name].shape
                 want = (want[1], want[1]) if kind == "gram" else want
                 if shape is None:
-                    raise MergeBenchError(f"{store.path}: no {kind} statistics for tensor {name} "
+                    raise MergeBenchError(f"{store.file}: no {kind} statistics for tensor {name} "
                                           f"(computed for another model or an incomplete pass?)")
                 if tuple(shape) != tuple(want) and not (kind == "fisher" and _extra_rows_ok(name, shape, want)):
-                    raise MergeBenchError(f"{store.path}: {kind} statistics of {name} have shape {list(shape)}, "
+                    raise MergeBenchError(f"{store.file}: {kind} statistics of {name} have shape {list(shape)}, "
                                           f"expected {list(want)}")
+                dtype = store.infos[store.key(name)].dtype
+                if kind == "mask" and dtype not in (torch.bool, torch.uint8):
+                    raise MergeBenchError(f"{store.file}: the mask of {name} is {str(dtype).replace('torch.', '')}, "
+                                          "expected bool or uint8")
             stores.append(store)
         return stores, needed
 
@@ -235,13 +241,15 @@ class Merger:
                 raise MergeBenchError(
                     f"{store.path}: statistics were computed on a different architecture than {expert.path} "
                     f"({key} = {recorded.get(key)!r}, the specialist has {expert.config.get(key)!r})")
-        files = store.manifest.get("model_files") or {}
-        mine = {f.name: fingerprint(f) for f in expert.files}
-        comparable = set(files) == set(mine) and all(
-            files[n].split(":")[0] == mine[n].split(":")[0] for n in mine)
-        if set(files) != set(mine) or (comparable and files != mine):
+        if not _same_weights(store.manifest.get("model_files") or {}, expert):
             raise MergeBenchError(f"{store.path}: statistics were computed on {store.manifest.get('model')}, "
                                   f"whose weights differ from the specialist {expert.path}")
+
+    def _check_mask_base(self, store: StatsStore) -> None:
+        """Masks select entries of τ = specialist − base: they must have been trained against this base."""
+        if not _same_weights(store.manifest.get("base_files") or {}, self.base):
+            raise MergeBenchError(f"{store.path}: masks were trained against the base {store.manifest.get('base')}, "
+                                  f"whose weights differ from the merge's base {self.base.path}")
 
     # --- reading ------------------------------------------------------------------------------------
     def _buffer(self, role: str, shape) -> torch.Tensor:
@@ -349,7 +357,7 @@ class Merger:
                      global_sign: bool, pending: list) -> float:
         """Merge a tensor (or a block of its rows) and write it; returns its share of the majority sign."""
         base, tau = self._task_vectors(name, block)
-        ctx = self._ctx(name, thresholds, zero_sign=1.0 if global_sign else None)
+        ctx = self._ctx(name, thresholds, zero_sign=1.0 if global_sign else None, block=block)
         sign_sum = 0.0
         if global_sign:
             delta, sign_sum, idx, alternative = self.spec.with_sign(tau, ctx, self.hp)
@@ -379,13 +387,16 @@ class Merger:
         writer.finish(self.base.path, {"merge_manifest.json": json.dumps(manifest, indent=2) + "\n"})
         return result
 
-    def _ctx(self, name: str, thresholds: torch.Tensor | None, zero_sign: float | None = None) -> TensorContext:
+    def _ctx(self, name: str, thresholds: torch.Tensor | None, zero_sign: float | None = None,
+             block: tuple[int, int] | None = None) -> TensorContext:
+        """The tensor's context; statistics cover the same rows as the task vectors (a block of an
+        element-wise method's large tensor, else the base's rows: extra vocabulary rows are cut)."""
         ctx = TensorContext(name, [e.label for e in self.experts], thresholds, zero_sign)
         if name in self.stat_names:
-            rows = self.base.tensors[name].shape[0]
-            ctx.stats = [s.read(name, self.device) for s in self.stores]
-            if self.spec.stats_kind == "fisher":  # a specialist's extra vocabulary rows are cut
-                ctx.stats = [f[:rows] for f in ctx.stats]
+            rows = block or (0, self.base.tensors[name].shape[0])
+            kind = self.spec.stats_for(self.hp)
+            dtype = torch.bool if kind == "mask" else torch.float32
+            ctx.stats = [s.read(name, self.device, dtype, rows=None if kind == "gram" else rows) for s in self.stores]
             ctx.stats_meta = [s.manifest for s in self.stores]
         return ctx
 
@@ -423,7 +434,7 @@ class Merger:
             "ranked_tensors": len(self.ranked),
             "majority_sign_sum": sign_total,
             "stats": [{"path": str(s.path), **{k: s.manifest.get(k) for k in (
-                "kind", "model", "data", "domain", "seed", "samples", "tokens")}} for s in self.stores],
+                "kind", "model", "data", "domain", "seed", "samples", "tokens", "settings")}} for s in self.stores],
             "out_dtype": str(self.out_dtype or "base").replace("torch.", ""),
             "device": str(self.device),
             "torch": torch.__version__,
@@ -431,6 +442,16 @@ class Merger:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "argv": list(sys.argv),
         }
+
+
+def _same_weights(recorded: dict[str, str], ckpt: Checkpoint) -> bool:
+    """Recorded weight-file fingerprints against a checkpoint's: the same files, and the same
+    fingerprints wherever both are of one kind (an exact SHA-256 and a sampled one cannot be compared)."""
+    mine = {f.name: fingerprint(f) for f in ckpt.files}
+    if set(recorded) != set(mine):
+        return False
+    comparable = all(recorded[n].split(":")[0] == mine[n].split(":")[0] for n in mine)
+    return not comparable or recorded == mine
 
 
 def _extra_rows_ok(name: str, have: tuple[int, ...], want: tuple[int, ...]) -> bool:

@@ -6,7 +6,8 @@ Correct pairing (the default): every specialist sees its own domain's data.
 data order (math, safety, coding, multilingual, instruction) with the specialist order (instruction,
 math, coding, safety, multilingual), so only the coding specialist sees its own data. The mapping is
 a fixed permutation of the five domains, so it is the same whichever subset or order of specialists a
-merge uses.
+merge uses. The reference's Localize-and-Stitch trains each mask on its own domain's data (its task order
+matches its specialist order), so mask statistics keep the correct pairing under `compat="reference"`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ REFERENCE_SPECIALIST_ORDER = ("instruction", "math", "coding", "safety", "multil
 REFERENCE_DATA_ORDER = ("math", "safety", "coding", "multilingual", "instruction")
 REFERENCE_PAIRING = dict(zip(REFERENCE_SPECIALIST_ORDER, REFERENCE_DATA_ORDER, strict=True))
 assert set(REFERENCE_SPECIALIST_ORDER) == set(DOMAINS) == set(REFERENCE_DATA_ORDER)
+#: Statistics kinds whose reference code pairs specialists with mismatched data.
+MISPAIRED_IN_REFERENCE = ("gram", "fisher")
+
+
+def compat_for_stats(kind: str, compat: str) -> str:
+    """The pairing mode a statistics pass of `kind` uses under `compat`: the reference reproduces the
+    mismatch only where its own code has it (RegMean's Grams, Fisher), not for trained masks."""
+    return compat if kind in MISPAIRED_IN_REFERENCE else "default"
 
 
 def data_domain(specialist_domain: str, compat: str = "default") -> str:

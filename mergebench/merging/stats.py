@@ -1,4 +1,5 @@
-"""The statistics pass of the data-dependent methods: Gram matrices (RegMean) and diagonal Fisher.
+"""The statistics pass of the data-dependent methods: Gram matrices (RegMean), diagonal Fisher, and the
+trained masks of Localize-and-Stitch.
 
 For one specialist and its validation samples, the Hugging Face model runs in fp32 (on CUDA when
 present, else the CPU):
@@ -11,13 +12,16 @@ present, else the CPU):
 - **fisher**: the diagonal empirical Fisher F = (1/N) Σ_n (∂L_n/∂θ)², one backward pass per sample,
   where L_n is the mean next-token negative log-likelihood over sample n's response tokens (prompt
   tokens are context only). Samples whose response is truncated away entirely are skipped (counted).
+- **mask**: Localize-and-Stitch's masks, trained with the weights frozen on the model θ0 + σ(S)⊙τ
+  (mergebench/merging/masks.py); needs the base (`base`) as well as the specialist, and writes one
+  boolean mask per merged tensor.
 
 Memory: the model in fp32 plus, for gram, one [in, in] fp32 matrix per distinct linear input (about
 1 GB per layer of an 8B Llama: keep `--device cuda` on an 80 GB card or use the CPU), for fisher the
 gradients and one fp32 accumulator per parameter (three model copies in all).
 
-Output, written to a temporary sibling and renamed into place when complete: `grams.safetensors` or
-`fisher.safetensors` keyed by checkpoint tensor names, and `stats_manifest.json` naming the model (path,
+Output, written to a temporary sibling and renamed into place when complete: `grams.safetensors`,
+`fisher.safetensors` or `masks.safetensors` keyed by checkpoint tensor names, and `stats_manifest.json` naming the model (path,
 file fingerprints, architecture), the data (source, domain, seed, samples, tokens) and the variant.
 """
 
@@ -28,7 +32,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +44,8 @@ from mergebench.merging.checkpoint import Checkpoint
 from mergebench.merging.data import Sample, describe_source, load_samples
 from mergebench.merging.fingerprint import fingerprint
 
-KINDS = ("gram", "fisher")
-FILES = {"gram": "grams.safetensors", "fisher": "fisher.safetensors"}
+KINDS = ("gram", "fisher", "mask")
+FILES = {"gram": "grams.safetensors", "fisher": "fisher.safetensors", "mask": "masks.safetensors"}
 MANIFEST = "stats_manifest.json"
 FISHER_VARIANT = ("empirical diagonal Fisher: mean over samples of the squared gradient of the sample's mean "
                   "next-token NLL over its response tokens")
@@ -62,11 +66,13 @@ class StatsJob:
     seed: int = 0
     domain: str | None = None  # the data domain when `data` is a directory of per-domain files
     max_length: int = 2048
-    batch_size: int = 8  # gram only; fisher needs one backward pass per sample
+    batch_size: int = 8  # gram and mask; fisher needs one backward pass per sample
     device: str = "auto"
-    tokenizer: str | None = None
+    tokenizer: str | None = None  # default: the specialist's (gram, fisher) or the base's (mask)
     force: bool = False
     template: str = "alpaca"  # the prompt template the specialist was finetuned with
+    base: str | None = None  # mask only: the base model θ0 the masks select τ = θ_t − θ0 over
+    settings: dict[str, Any] = field(default_factory=dict)  # mask only: see masks.MASK_PARAMS
 
 
 @dataclass
@@ -152,6 +158,23 @@ def encode(tokenizer, sample: Sample, max_length: int) -> tuple[list[int], int]:
     return ids[:max_length], min(len(prompt), max_length)
 
 
+def pad_id(tokenizer) -> int:
+    """The id that pads batches (never attended to, never a label): pad, else EOS, else 0."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+
+
+def pad_batch(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded token ids [B, width] and their attention mask (1 on real tokens); with right padding
+    causal attention never sees the pads."""
+    width = max(len(seq) for seq in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, seq in enumerate(seqs):
+        ids[i, :len(seq)] = torch.tensor(seq)
+        mask[i, :len(seq)] = 1
+    return ids, mask
+
+
 def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
@@ -173,7 +196,7 @@ def load_model(path: Path, device: torch.device) -> nn.Module:
 # --- the passes -------------------------------------------------------------------------------------
 
 
-def gram_pass(model: nn.Module, batches: list[list[int]], pad_id: int, progress: ProgressFn | None = None,
+def gram_pass(model: nn.Module, batches: list[list[int]], pad: int, progress: ProgressFn | None = None,
               batch_size: int = 8) -> tuple[dict[str, torch.Tensor], dict[str, str], int]:
     """Gram matrices of every decoder linear's input over `batches` (token id lists); returns
     (grams by owner weight name, aliases, token count)."""
@@ -183,13 +206,7 @@ def gram_pass(model: nn.Module, batches: list[list[int]], pad_id: int, progress:
     try:
         with torch.no_grad():
             for start in range(0, len(batches), batch_size):
-                chunk = batches[start:start + batch_size]
-                width = max(len(ids) for ids in chunk)
-                ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                for i, seq in enumerate(chunk):  # right padding: causal attention never sees the pads
-                    ids[i, :len(seq)] = torch.tensor(seq)
-                    mask[i, :len(seq)] = 1
+                ids, mask = pad_batch(batches[start:start + batch_size], pad)
                 collector.mask = mask.reshape(-1).bool().to(device)
                 model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
                 collector.end_pass()
@@ -262,15 +279,26 @@ def compute_stats(job: StatsJob | None = None, progress: ProgressFn | None = Non
         raise MergeBenchError(f"--max-length {job.max_length}: must be at least 2")
     if job.batch_size < 1:
         raise MergeBenchError(f"--batch-size {job.batch_size}: must be at least 1")
+    if job.kind == "mask":
+        from mergebench.merging.masks import mask_settings, train_masks
+
+        hp = mask_settings(job.settings)
+        if not job.base:
+            raise MergeBenchError("statistics kind mask needs the base model (--base): masks select entries of "
+                                  "τ = specialist − base")
+    elif job.settings or job.base:
+        raise MergeBenchError(f"statistics kind {job.kind} takes no {'--set' if job.settings else '--base'} "
+                              "(settings and a base are for --kind mask)")
     out = Path(job.out).expanduser()
     if out.exists() and not job.force:
         raise MergeBenchError(f"{out}: output directory already exists (use --force to replace it)")
     ckpt = Checkpoint(job.model)
+    base = Checkpoint(job.base) if job.kind == "mask" else None
     samples = load_samples(job.data, job.samples, job.seed, job.domain, job.template)
     device = resolve_device(job.device)
-    tokenizer = load_tokenizer(job.tokenizer or ckpt.path)
+    tokenizer_path = job.tokenizer or (base or ckpt).path  # masked models read the data with the base's embeddings
+    tokenizer = load_tokenizer(tokenizer_path)
     encoded = [encode(tokenizer, s, job.max_length) for s in samples]
-    model = load_model(ckpt.path, device)
 
     manifest: dict[str, Any] = {
         "kind": job.kind,
@@ -284,15 +312,19 @@ def compute_stats(job: StatsJob | None = None, progress: ProgressFn | None = Non
         "samples": len(samples),
         "max_length": job.max_length,
         "template": job.template,
-        "tokenizer": str(job.tokenizer or ckpt.path),
+        "tokenizer": str(tokenizer_path),
     }
     if job.kind == "gram":
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-        grams, aliases, tokens = gram_pass(model, [ids for ids, _ in encoded], pad, progress, job.batch_size)
+        grams, aliases, tokens = gram_pass(load_model(ckpt.path, device), [ids for ids, _ in encoded],
+                                           pad_id(tokenizer), progress, job.batch_size)
         tensors = grams
         manifest.update(tokens=tokens, aliases=aliases, linears=sorted([*grams, *aliases]))
+    elif job.kind == "mask":
+        tensors, record = train_masks(base, ckpt, encoded, hp, device, job.batch_size, pad_id(tokenizer), progress)
+        manifest.update(base=str(base.path), base_files={f.name: fingerprint(f) for f in base.files},
+                        settings=hp, tokens=sum(len(ids) for ids, _ in encoded), **record)
     else:
-        tensors, used, skipped, tokens = fisher_pass(model, encoded, progress)
+        tensors, used, skipped, tokens = fisher_pass(load_model(ckpt.path, device), encoded, progress)
         manifest.update(tokens=sum(len(ids) for ids, _ in encoded), response_tokens=tokens, samples_used=used,
                         samples_skipped=skipped, variant=FISHER_VARIANT,
                         mean=float(sum(f.double().sum() for f in tensors.values())
@@ -359,11 +391,14 @@ class StatsStore:
         key = self.key(name)
         return self.infos[key].shape if key else None
 
-    def read(self, name: str, device: torch.device | str = "cpu") -> torch.Tensor:
+    def read(self, name: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+             rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """One tensor's statistic as `dtype` on `device`: the whole tensor, or the rows [start, end)."""
         from safetensors import safe_open
 
         key = self.key(name)
         if key is None:
             raise MergeBenchError(f"{self.path}: no statistics for tensor {name}")
         with safe_open(str(self.file), "pt", device="cpu") as f:
-            return f.get_tensor(key).to(device=device, dtype=torch.float32)
+            tensor = f.get_tensor(key) if rows is None else f.get_slice(key)[rows[0]:rows[1]]
+        return tensor.to(device=device, dtype=dtype)

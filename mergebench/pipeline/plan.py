@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mergebench.catalog import DOMAIN_NAMES, get_model
+from mergebench.catalog import DOMAIN_NAMES, get_model, validation_repo
 from mergebench.catalog.suites import SuiteMethod, select_methods
 from mergebench.errors import MergeBenchError
 from mergebench.pipeline.stage import Stage, stage_key
@@ -106,8 +106,12 @@ def tiny_plan(suite: tuple[SuiteMethod, ...], samples: int, eval_limit: int | No
 def hub_plan(model: str, suite: tuple[SuiteMethod, ...], samples: int) -> Plan:
     base = get_model(model)
     plan = Plan(model)
+    # Data-dependent methods read each domain's validation set: fetched with the models, so every later
+    # stage can run with the hub offline.
+    datasets = [validation_repo(d) for d in DOMAIN_NAMES] if any(m.stats or m.data for m in suite) else []
     plan.add(Stage("fetch", "fetch", {"model": model, "base": base.hub_id,
-                                      "specialists": {d: base.specialist_repo_id(d) for d in DOMAIN_NAMES}}, {}, "train"))
+                                      "specialists": {d: base.specialist_repo_id(d) for d in DOMAIN_NAMES},
+                                      "datasets": datasets}, {}, "train"))
     merges = _merge_and_stats(plan, suite, "fetch", samples, gpus=1)
     evals = {}
     models = [("base", {}), *[(d, {}) for d in DOMAIN_NAMES]] + [(m.replace("/", ":"), {"model": m}) for m in merges]

@@ -30,11 +30,12 @@ class Param:
     high: float | None = None
     optional: bool = False  # None is a valid value (meaning documented in help)
 
-    def coerce(self, method: str, value: Any) -> Any:
+    def coerce(self, owner: str, value: Any) -> Any:
+        """`value` as this parameter's type, checked; errors name `owner` (e.g. "method ties")."""
         if value is None or (isinstance(value, str) and value.lower() in ("none", "auto")):
             if self.optional:
                 return None
-            raise MergeBenchError(f"method {method}: setting {self.name} needs a value")
+            raise MergeBenchError(f"{owner}: setting {self.name} needs a value")
         try:
             if self.type is bool and isinstance(value, str):
                 if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
@@ -46,15 +47,15 @@ class Param:
                 out = self.type(value)
         except (TypeError, ValueError):
             raise MergeBenchError(
-                f"method {method}: setting {self.name}={value!r} is not a valid {self.type.__name__}"
+                f"{owner}: setting {self.name}={value!r} is not a valid {self.type.__name__}"
             ) from None
         if self.choices and out not in self.choices:
-            raise MergeBenchError(f"method {method}: setting {self.name}={out!r} must be one of {', '.join(self.choices)}")
+            raise MergeBenchError(f"{owner}: setting {self.name}={out!r} must be one of {', '.join(self.choices)}")
         for v in out if isinstance(out, list) else [out]:
             if isinstance(v, int | float) and not isinstance(v, bool):
                 if (self.low is not None and v < self.low) or (self.high is not None and v > self.high):
                     raise MergeBenchError(
-                        f"method {method}: setting {self.name}={v} is outside [{self.low}, {self.high}]"
+                        f"{owner}: setting {self.name}={v} is outside [{self.low}, {self.high}]"
                     )
         return out
 
@@ -98,28 +99,47 @@ class MethodSpec:
     # depend on it, their merged values under the opposite sign).
     with_sign: Callable[..., tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]] | None = None
     reference: str = ""
-    # Which statistics the method reads, one store per specialist (`--stats`): "gram", "fisher" or None.
-    stats_kind: str | None = None
+    # Which statistics the method reads, one store per specialist (`--stats`): "gram", "fisher", "mask" or
+    # None, or a function of the settings giving one of those (Localize-and-Stitch reads masks only when
+    # they are trained).
+    stats_kind: str | None | Callable[[dict[str, Any]], str | None] = None
     # Methods that run validation data through models while merging (RegMean++): one source per expert.
     needs_data: bool = False
     # True (or true for these settings) when each output entry depends only on the same entry of the
     # inputs and on the context: the engine may then merge a large tensor a block of rows at a time.
     elementwise: bool | Callable[[dict[str, Any]], bool] = False
+    # Optional check of the given settings (names the user set) against the completed ones: raises a
+    # MergeBenchError for combinations that would be silently ignored.
+    check: Callable[[set[str], dict[str, Any]], None] | None = None
 
     def settings(self, given: dict[str, Any]) -> dict[str, Any]:
         """Validate user settings against the parameters and fill in the defaults."""
-        known = {p.name: p for p in self.params}
-        for key in given:
-            if key not in known:
-                names = ", ".join(known) or "none"
-                raise MergeBenchError(f"method {self.name}: unknown setting {key!r} (known: {names})")
-        return {p.name: p.coerce(self.name, given[p.name]) if p.name in given else p.default for p in self.params}
+        hp = check_settings(f"method {self.name}", self.params, given)
+        if self.check is not None:
+            self.check(set(given), hp)
+        return hp
+
+    def stats_for(self, hp: dict[str, Any]) -> str | None:
+        """The statistics kind the method reads under these settings (None: it reads none)."""
+        return self.stats_kind(hp) if callable(self.stats_kind) else self.stats_kind
 
     def is_elementwise(self, hp: dict[str, Any]) -> bool:
         return self.elementwise(hp) if callable(self.elementwise) else bool(self.elementwise)
 
     def uses_global_threshold(self, hp: dict[str, Any]) -> bool:
-        return self.global_rank is not None and hp.get("scope", "global") == "global"
+        """A method that reads its masks from statistics needs no threshold pass."""
+        return (self.global_rank is not None and hp.get("scope", "global") == "global"
+                and self.stats_for(hp) is None)
+
+
+def check_settings(owner: str, params: tuple[Param, ...], given: dict[str, Any]) -> dict[str, Any]:
+    """`given` validated against `params` (unknown names, types, bounds), completed with the defaults."""
+    known = {p.name: p for p in params}
+    for key in given:
+        if key not in known:
+            names = ", ".join(known) or "none"
+            raise MergeBenchError(f"{owner}: unknown setting {key!r} (known: {names})")
+    return {p.name: p.coerce(owner, given[p.name]) if p.name in given else p.default for p in params}
 
 
 def threshold_mask(tau: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Statistics stage: Gram matrices or diagonal Fisher of one specialist on its own validation data."""
+"""Statistics stage: Gram matrices, diagonal Fisher or trained Localize-and-Stitch masks of one
+specialist on its own validation data."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from mergebench.pipeline.kinds.family import model_dir, prompt_template, validat
 def run(ctx: StageContext) -> dict:
     from mergebench.merging.stats import StatsJob, compute_stats
 
-    family, domain = ctx.inputs["family"], ctx.params["domain"]
-    result = compute_stats(StatsJob(kind=ctx.params["kind"], model=str(model_dir(family, domain)),
+    family, domain, kind = ctx.inputs["family"], ctx.params["domain"], ctx.params["kind"]
+    result = compute_stats(StatsJob(kind=kind, model=str(model_dir(family, domain)),
                                     data=validation_source(family, domain), samples=ctx.params["samples"],
                                     seed=ctx.params.get("seed", 0), out=str(ctx.out / "stats"), domain=domain,
-                                    template=prompt_template(family)))
+                                    template=prompt_template(family),
+                                    base=str(model_dir(family, "base")) if kind == "mask" else None))
     return {"stats": {"samples": result.samples, "tokens": result.tokens, "seconds": result.seconds}}
