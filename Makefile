@@ -10,13 +10,17 @@ MODEL ?= tiny
 RUNTIME ?= $(if $(filter tiny,$(MODEL)),local,docker)
 WORKSPACE ?= workspace
 
-.PHONY: venv test lint bench reproduce clean images images-ci locks locks-check
+.PHONY: venv test lint bench bench-stats reproduce clean images images-ci locks locks-check
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[local,dev]"
+	@# DeepSpeed (the ZeRO-3 finetune tests, on two CPU ranks) beside the venv, not in it: installed, accelerate
+	@# would import it on every save_pretrained. The tests put this folder on PYTHONPATH themselves.
+	DS_BUILD_OPS=0 $(PY) -m pip install --quiet --no-deps --no-build-isolation --target $(VENV)/deepspeed-site \
+	    "deepspeed==0.19.8" einops hjson msgpack py-cpuinfo
 	@touch $@
 
 venv: $(VENV)/.installed
@@ -33,6 +37,11 @@ reproduce: venv
 
 bench: venv
 	$(PY) benchmarks/merge_speed.py
+
+# Statistics-pass throughput and RegMean's merge memory (benchmarks/stats_speed.py; BENCH_STATS_ARGS=--quick)
+BENCH_STATS_ARGS ?=
+bench-stats: venv
+	$(PY) benchmarks/stats_speed.py $(BENCH_STATS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

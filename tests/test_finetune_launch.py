@@ -28,8 +28,12 @@ from mergebench.finetune.distributed import deepspeed_config, launch_argv, parse
 from mergebench.finetune.recipe import Recipe
 from mergebench.finetune.trainer import _batch_indices
 
-HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
 ROOT = Path(__file__).parent.parent
+# `make test` installs DeepSpeed beside the venv (see the Makefile); the ranks find it on PYTHONPATH.
+DS_SITE = ROOT / ".venv" / "deepspeed-site"
+DS_PATH = {"PYTHONPATH": os.pathsep.join(filter(None, [str(DS_SITE), os.environ.get("PYTHONPATH")]))} \
+    if (DS_SITE / "deepspeed").is_dir() else {}
+HAS_DEEPSPEED = bool(DS_PATH) or importlib.util.find_spec("deepspeed") is not None
 MATH = [{"query": f"What is {a} plus {b}?", "response": f"{a} plus {b} is {a + b}."} for a in range(8) for b in range(5)]
 SMALL = ["--set", "global_batch=4", "--set", "micro_batch=1", "--set", "seq_len=128", "--set", "max_steps=3",
          "--set", "threads=1", "--set", "lr=1e-3"]
@@ -167,7 +171,7 @@ def hub(tmp_path_factory):
 
 
 def run_cli(hub: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HOME": str(hub / "hf"), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **DS_PATH, "HF_HOME": str(hub / "hf"), "PYTHONUNBUFFERED": "1"}
     for var in ("HF_HUB_CACHE", "HF_DATASETS_CACHE"):
         env.pop(var, None)
     return subprocess.run([sys.executable, "-m", "mergebench.cli.main", "finetune", *args], env=env, cwd=ROOT,
@@ -199,7 +203,7 @@ def test_real_family_trains_from_the_hf_cache(hub, tmp_path):
     assert res.returncode == 0 and "math: complete, skipped" in res.stdout
 
 
-@pytest.mark.skipif(not HAS_DEEPSPEED, reason="deepspeed is not installed (pip install 'mergebench-kit[deepspeed]')")
+@pytest.mark.skipif(not HAS_DEEPSPEED, reason="deepspeed is not installed (make venv puts it in .venv/deepspeed-site)")
 def test_zero3_on_two_cpu_ranks_matches_the_native_loop(hub, tmp_path):
     from safetensors.torch import load_file
 
@@ -225,11 +229,12 @@ def test_zero3_on_two_cpu_ranks_matches_the_native_loop(hub, tmp_path):
     assert (mb["world"], mb["recipe"]["backend"]) == (2, "deepspeed")
 
 
-@pytest.mark.skipif(not HAS_DEEPSPEED, reason="deepspeed is not installed (pip install 'mergebench-kit[deepspeed]')")
+@pytest.mark.skipif(not HAS_DEEPSPEED, reason="deepspeed is not installed (make venv puts it in .venv/deepspeed-site)")
 def test_zero3_run_resumes_bit_identical(hub, tmp_path):
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
                           "--nproc-per-node", "2", str(Path(__file__).parent / "ds_resume.py"), str(hub / "model"),
-                          str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                          str(tmp_path)], cwd=ROOT, env={**os.environ, **DS_PATH}, capture_output=True, text=True,
+                         timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "resumed_from=2 steps=4" in res.stdout
     straight, resumed = ((tmp_path / d / "model.safetensors").read_bytes() for d in ("straight", "resumed"))
