@@ -272,3 +272,27 @@ def test_console_script_is_installed():
     exe = Path(sys.executable).parent / "mergebench"
     r = subprocess.run([str(exe), "--version"], capture_output=True, text=True, env={**os.environ})
     assert r.returncode == 0 and "mergebench" in r.stdout
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 48 KiB filesystem (tmpfs), so a merge runs out of space part-way through its shards."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_full_disk_is_one_line_and_leaves_nothing(families, tiny_disk):
+    base, experts = families["llama"]
+    args = ["merge", "--method", "soup", "--base", str(base), "--out", str(tiny_disk / "out")]
+    for e in experts:
+        args += ["--expert", str(e)]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1
+    assert f"error: {tiny_disk / 'out'}: cannot write the merged model: No space left on device" in r.output
+    assert "Traceback" not in r.output
+    assert list(tiny_disk.iterdir()) == []  # neither the output nor its .partial directory

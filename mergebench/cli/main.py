@@ -18,13 +18,17 @@ from mergebench.errors import MergeBenchError
 
 
 class KitGroup(click.Group):
-    """Turns a MergeBenchError anywhere below into `error: <one line>` and exit code 1."""
+    """Turns a MergeBenchError (or an OSError: disk full) anywhere below into `error: <one line>`, exit code 1."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except MergeBenchError as e:
             click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        except OSError as e:  # a full disk, a vanished mount: the file and the cause, not a traceback
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"error: {where}{e.strerror or e} (errno {e.errno}); nothing was written", err=True)
             sys.exit(1)
 
 

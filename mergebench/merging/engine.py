@@ -349,6 +349,8 @@ class Merger:
             seconds = time.time() - start
             manifest = self._manifest(thresholds, seconds, sign_total if global_sign else None)
             return self._finish(writer, seconds, thresholds.tolist() if thresholds is not None else None, manifest)
+        except OSError as e:  # a full disk while writing: say where, leave nothing
+            raise writer.failed(e) from None
         except BaseException:
             writer.abort()
             raise

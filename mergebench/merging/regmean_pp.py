@@ -111,6 +111,8 @@ class RegMeanPlusPlus(Merger):
             manifest["data"] = [{"source": s, "domain": d, "samples": len(enc), "tokens": n}
                                 for (s, d), enc, n in zip(self.data, encoded, tokens, strict=True)]
             return self._finish(writer, seconds, None, manifest)
+        except OSError as e:  # a full disk while writing: say where, leave nothing
+            raise writer.failed(e) from None
         except BaseException:
             writer.abort()
             raise

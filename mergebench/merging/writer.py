@@ -183,9 +183,18 @@ class ShardedWriter:
             shutil.rmtree(self.out_dir)
         os.replace(self.tmp_dir, self.out_dir)
 
+    def failed(self, e: OSError) -> MergeBenchError:
+        """Abort after a write error (a full disk) and say so in one line naming the output."""
+        self.abort()
+        return MergeBenchError(f"{self.out_dir}: cannot write the merged model: {e.strerror or e} "
+                               f"(errno {e.errno}); nothing was written")
+
     def abort(self) -> None:
         for fh in self._handles.values():
-            fh.close()
+            try:
+                fh.close()
+            except OSError:  # a full disk also fails the flush on close; the files are deleted anyway
+                pass
         self._handles.clear()
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
