@@ -109,6 +109,7 @@ def write_model(out: Path, cfg: dict, specialist: int) -> None:
             size = 0
         shards[-1].append((name, shape))
         size += nbytes
+    shutil.rmtree(out, ignore_errors=True)  # an unfinished earlier attempt
     out.mkdir(parents=True)
     weight_map = {}
     for k, shard in enumerate(shards):
@@ -118,27 +119,31 @@ def write_model(out: Path, cfg: dict, specialist: int) -> None:
         weight_map.update({n: fname for n, _ in shard})
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))  # last: it marks the model complete
 
 
-def ensure_models(root: Path, billions: float) -> tuple[Path, list[Path], int]:
-    """Base and specialists for one size, generated once; a finished set is marked by its shapes.json."""
+def ensure_models(root: Path, billions: float, specialists: int = N_SPECIALISTS) -> tuple[Path, list[Path], int]:
+    """Base and specialists for one size, each generated once; a model is complete once its config.json
+    (written last) matches the size's config."""
     cfg = llama_config(billions)
     n_params = sum(math.prod(s) for _, s in llama_tensors(cfg))
     where = root / "models" / f"llama-{billions:g}B"
-    names = ["base"] + [f"specialist{t}" for t in range(1, N_SPECIALISTS + 1)]
-    marker = where / "shapes.json"
-    if not (marker.is_file() and json.loads(marker.read_text()) == cfg):
-        need = (N_SPECIALISTS + 1) * 2 * n_params
+    names = ["base"] + [f"specialist{t}" for t in range(1, specialists + 1)]
+
+    def complete(model: Path) -> bool:
+        config = model / "config.json"
+        return config.is_file() and json.loads(config.read_text()) == cfg
+
+    todo = [t for t, name in enumerate(names) if not complete(where / name)]
+    if todo:
+        need = (len(todo) + 3) * 2 * n_params  # the new models plus outputs, with some room to spare
         free = shutil.disk_usage(root).free
-        if free < 1.5 * need:  # inputs plus two outputs alive at once, with some room to spare
-            sys.exit(f"{root}: {free / 1e9:.1f} GB free, {1.5 * need / 1e9:.1f} GB needed for {billions:g}B")
-        shutil.rmtree(where, ignore_errors=True)
+        if free < need:
+            sys.exit(f"{root}: {free / 1e9:.1f} GB free, {need / 1e9:.1f} GB needed for {billions:g}B")
         t0 = time.perf_counter()
-        for t, name in enumerate(names):
-            write_model(where / name, cfg, t)
-        marker.write_text(json.dumps(cfg))
-        print(f"generated {len(names)} x {n_params / 1e9:.3f}B in {time.perf_counter() - t0:.0f} s")
+        for t in todo:
+            write_model(where / names[t], cfg, t)
+        print(f"generated {len(todo)} x {n_params / 1e9:.3f}B in {time.perf_counter() - t0:.0f} s")
     return where / "base", [where / n for n in names[1:]], n_params
 
 
@@ -178,8 +183,9 @@ def io_floor(out: Path, models: list[Path]) -> None:
             finally:
                 for f in files:
                     f.close()
-    shutil.copy(base / "model.safetensors.index.json", out)
-    shutil.copy(base / "config.json", out)
+    for name in ("model.safetensors.index.json", "config.json"):  # no index in a single-file model
+        if (base / name).is_file():
+            shutil.copy(base / name, out)
 
 
 # --- tools ----------------------------------------------------------------------------------------------
@@ -195,13 +201,19 @@ def ensure_mergekit(venv: Path) -> Path:
     return exe
 
 
-def ours_cmd(label: str, base: Path, experts: list[Path], out: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "mergebench.cli.main", "merge", *OURS[label], "--base", str(base),
-           "--out", str(out), "--include", "*", "--out-dtype", "bfloat16", "--device", "cpu",
-           "--max-shard-size", str(2 * SHARD_PARAMS)]
+def merge_cli(method_args: list[str], base: Path, experts: list[Path], out: Path, *extra: str,
+              device: str = "cpu") -> list[str]:
+    """`mergebench merge` (the kit's default parameter set unless `extra` says otherwise)."""
+    cmd = [sys.executable, "-m", "mergebench.cli.main", "merge", *method_args, "--base", str(base),
+           "--out", str(out), "--device", device, *extra]
     for e in experts:
         cmd += ["--expert", str(e)]
     return cmd
+
+
+def ours_cmd(label: str, base: Path, experts: list[Path], out: Path) -> list[str]:
+    return merge_cli(OURS[label], base, experts, out, "--include", "*", "--out-dtype", "bfloat16",
+                     "--max-shard-size", str(2 * SHARD_PARAMS))
 
 
 def mergekit_cmd(exe: Path, label: str, base: Path, experts: list[Path], out: Path) -> list[str]:
@@ -256,17 +268,25 @@ def warm_up(models: list[Path], mergekit: Path) -> float:
     """Flush pending writes (fresh inputs), read every input byte once, and load both tools' code once, so
     that every timed run starts from the same warm page cache."""
     t0 = time.perf_counter()
-    subprocess.run(["sync"], check=False)
-    buf = bytearray(64 << 20)
-    for m in models:
-        for path in m.glob("*.safetensors"):
-            with open(path, "rb") as f:
-                while f.readinto(buf):
-                    pass
-    subprocess.run([sys.executable, "-c", "import mergebench.cli.main, mergebench.merging.engine"],
-                   check=True)
+    read_once([p for m in models for p in m.glob("*.safetensors")])
     subprocess.run([str(mergekit), "--help"], check=True, capture_output=True)
     return time.perf_counter() - t0
+
+
+def read_files(files: list[Path]) -> None:
+    buf = bytearray(64 << 20)
+    for path in files:
+        with open(path, "rb") as f:
+            while f.readinto(buf):
+                pass
+
+
+def read_once(files: list[Path]) -> None:
+    """Flush pending writes, read `files` into the page cache, and import the kit's code once."""
+    subprocess.run(["sync"], check=False)
+    read_files(files)
+    subprocess.run([sys.executable, "-c", "import mergebench.cli.main, mergebench.merging.engine"],
+                   check=True)
 
 
 def best(runs: list[dict]) -> dict:
@@ -333,12 +353,12 @@ def rows(results: list[dict]) -> tuple[list[list[str]], list[str]]:
     return body, notes
 
 
-def render(body: list[list[str]], markdown: bool) -> str:
+def render(body: list[list[str]], markdown: bool, head: list[str] = HEAD) -> str:
     if markdown:
-        lines = ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
-    widths = [max(len(x) for x in col) for col in zip(HEAD, *body, strict=True)]
-    return "\n".join("  ".join(x.rjust(w) for x, w in zip(r, widths, strict=True)) for r in [HEAD, *body])
+    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
+    return "\n".join("  ".join(x.rjust(w) for x, w in zip(r, widths, strict=True)) for r in [head, *body])
 
 
 def environment(mergekit: Path) -> dict:
@@ -374,7 +394,7 @@ def lock(root: Path):
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        sys.exit(f"{root}: another merge_speed.py run is using this folder; wait for it to finish")
+        sys.exit(f"{root}: another benchmark run is using this folder; wait for it to finish")
     return handle
 
 
