@@ -1,20 +1,30 @@
-"""RegMean++: equal to RegMean on one decoder layer, and layer l fitted on inputs from the merged layers
-below it (checked by rebuilding those inputs with plain Hugging Face models)."""
+"""RegMean++: equal to RegMean on one decoder layer; every layer l fitted on inputs from the merged layers
+below it (checked against a plain layer-by-layer reference on whole Hugging Face models); and only one
+layer (plus one specialist's) materialized at a time."""
 
 from __future__ import annotations
 
 import json
+import weakref
 
 import pytest
 import torch
 from click.testing import CliRunner
 from reference_merge import load_all
-from tinydata import build_data_family, write_domain_data
+from tinydata import (
+    build_data_family,
+    build_specialist_same_embeddings,
+    save_char_tokenizer,
+    write_domain_data,
+)
+from tinymodels import config
 
 from mergebench.cli.main import main
 from mergebench.errors import MergeBenchError
+from mergebench.merging.checkpoint import Checkpoint
 from mergebench.merging.data import load_samples
 from mergebench.merging.engine import MergeJob, merge
+from mergebench.merging.regmean_pp import RegMeanPlusPlus
 from mergebench.merging.stats import StatsJob, compute_stats, encode, load_tokenizer
 
 N, MAX_LEN = 5, 200
@@ -52,48 +62,107 @@ def test_single_layer_regmean_pp_equals_regmean(tmp_path, data, kind):
     assert manifest["method"] == "regmean_pp" and manifest["settings"]["alpha"] == 0.3
 
 
-@pytest.mark.parametrize("kind", ["llama", "gemma2"])
-def test_upper_layer_is_fitted_on_inputs_from_the_merged_layers_below(tmp_path, data, kind):
-    """Layer 1 of the result = RegMean of the specialists' layer 1, with Grams taken on a model whose
-    embeddings and layer 0 are the merged ones (for Gemma-2, layer 1 is a sliding-window layer)."""
+@pytest.fixture(scope="module")
+def deep(tmp_path_factory):
+    """Four-layer families (base + three specialists that share its embeddings), built once per kind."""
+    built = {}
+
+    def family(kind):
+        if kind not in built:
+            from transformers import AutoModelForCausalLM
+
+            root = tmp_path_factory.mktemp(f"pp-deep-{kind}")
+            cfg = {**config(kind).to_dict(), "num_hidden_layers": 4}
+            cfg.pop("layer_types", None)  # re-derived for four layers: Gemma-2 alternates sliding and global
+            torch.manual_seed(0)
+            AutoModelForCausalLM.from_config(type(config(kind))(**cfg)).save_pretrained(root / "base")
+            save_char_tokenizer(root / "base")
+            built[kind] = root / "base", [build_specialist_same_embeddings(root / "base", root / f"{kind}-{d}", 300 + i)
+                                          for i, d in enumerate(DOMAINS3)]
+        return built[kind]
+
+    return family
+
+
+def _reference(base, experts, data, alpha):
+    """RegMean++ done plainly on whole in-memory models: for layer l, each specialist's model with the base's
+    embeddings and the reference's own merged layers 0..l−1 runs its samples; float64 Grams of its layer l's
+    linear inputs give layer l by RegMean; other tensors of the layer and the final norm are averaged."""
     from transformers import AutoModelForCausalLM
 
-    base, experts = _family(tmp_path, kind, layers=2)
+    tok = load_tokenizer(base)
+    models = [AutoModelForCausalLM.from_pretrained(e, dtype=torch.float32).eval() for e in experts]
+    own = [load_all(e) for e in experts]
+    merged = {n: t for n, t in load_all(base).items() if "embed" in n or n.startswith("lm_head")}
+    for l_idx in range(models[0].config.num_hidden_layers):
+        grams = []
+        for model, domain in zip(models, DOMAINS3, strict=True):
+            with torch.no_grad():  # layers below l (and the embeddings) are the merged ones by now
+                for name, p in model.named_parameters():
+                    if name in merged:
+                        p.copy_(merged[name])
+            g: dict[str, torch.Tensor] = {}
+
+            def grab(mod, args, key, g=g):
+                x = args[0][0].double()
+                g[key] = g.get(key, 0) + x.T @ x
+
+            hooks = [m.register_forward_pre_hook(lambda mod, args, key=f"{n}.weight": grab(mod, args, key))
+                     for n, m in model.named_modules()
+                     if isinstance(m, torch.nn.Linear) and f".layers.{l_idx}." in n]
+            with torch.no_grad():
+                for s in load_samples(str(data), N, 0, domain):
+                    model(input_ids=torch.tensor([encode(tok, s, MAX_LEN)[0]]))
+            for h in hooks:
+                h.remove()
+            grams.append(g)
+        for name in [n for n in own[0] if f".layers.{l_idx}." in n]:
+            if name in grams[0]:
+                gt = [alpha * g[name] + (1 - alpha) * torch.diag(torch.diagonal(g[name])) for g in grams]
+                rhs = sum(gi @ m[name].double().T for gi, m in zip(gt, own, strict=True))
+                merged[name] = torch.linalg.solve(sum(gt), rhs).T.float()
+            else:
+                merged[name] = torch.stack([m[name] for m in own]).mean(0)
+    merged["model.norm.weight"] = torch.stack([m["model.norm.weight"] for m in own]).mean(0)
+    return merged
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma2"])
+def test_regmean_pp_equals_a_plain_layer_by_layer_reference(tmp_path, data, deep, kind):
+    """Every layer of a four-layer model is RegMean fitted on inputs from the merged layers below it (for
+    Gemma-2 both sliding-window and global layers), whatever order the merge materializes and writes them."""
+    base, experts = deep(kind)
     alpha = 0.5
     out = merge(MergeJob("regmean_pp", str(base), [str(e) for e in experts], str(tmp_path / "pp"),
                          data=[str(data)], settings={"alpha": alpha, "samples": N, "max_length": MAX_LEN})).out
-    merged = load_all(out)
-    tok = load_tokenizer(base)
-    grams = []
-    for expert, domain in zip(experts, DOMAINS3, strict=True):
-        hybrid = AutoModelForCausalLM.from_pretrained(expert, dtype=torch.float32).eval()
-        with torch.no_grad():  # merged embeddings and layer 0, the specialist's own layer 1
-            for name, p in hybrid.named_parameters():
-                if "layers.1." not in name and name in merged:
-                    p.copy_(merged[name])
-        g: dict[str, torch.Tensor] = {}
+    got, want = load_all(out), _reference(base, experts, data, alpha)
+    assert set(got) == set(want)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-3, atol=1e-4, msg=name)
 
-        def grab(mod, args, key, g=g):
-            x = args[0][0].double()
-            g[key] = g.get(key, 0) + x.T @ x
 
-        hooks = [m.register_forward_pre_hook(lambda mod, args, key=f"{n}.weight": grab(mod, args, key))
-                 for n, m in hybrid.named_modules() if isinstance(m, torch.nn.Linear) and ".layers.1." in n]
-        with torch.no_grad():
-            for s in load_samples(str(data), N, 0, domain):
-                hybrid(input_ids=torch.tensor([encode(tok, s, MAX_LEN)[0]]))
-        for h in hooks:
-            h.remove()
-        grams.append(g)
-    base_t, models = load_all(base), [load_all(e) for e in experts]
-    for name in grams[0]:
-        gt = [alpha * g[name] + (1 - alpha) * torch.diag(torch.diagonal(g[name])) for g in grams]
-        rhs = sum(gi @ m[name].double().T for gi, m in zip(gt, models, strict=True))
-        want = torch.linalg.solve(sum(gt), rhs).T
-        torch.testing.assert_close(merged[name].double(), want, rtol=1e-3, atol=1e-4, msg=name)
-    for name in ("model.layers.1.input_layernorm.weight", "model.norm.weight"):  # averaged
-        torch.testing.assert_close(merged[name], torch.stack([m[name] for m in models]).mean(0))
-    assert torch.equal(merged["model.embed_tokens.weight"], base_t["model.embed_tokens.weight"])
+def test_regmean_pp_holds_one_layer_at_a_time(tmp_path, data, deep, monkeypatch):
+    """Parameters materialized at once never exceed the decoder's own modules (embeddings, final norm) plus
+    two layers (the one being merged and one specialist's), never the four layers or the lm_head."""
+    base, experts = deep("llama")
+    live, peak = [0], [0]
+    materialize = RegMeanPlusPlus._materialize
+
+    def counted(self, skeleton, ckpt, prefix):
+        module = materialize(self, skeleton, ckpt, prefix)
+        for p in module.parameters():
+            live[0] += p.numel()
+            weakref.finalize(p, lambda n=p.numel(): live.__setitem__(0, live[0] - n))
+        peak[0] = max(peak[0], live[0])
+        return module
+
+    monkeypatch.setattr(RegMeanPlusPlus, "_materialize", counted)
+    merge(MergeJob("regmean_pp", str(base), [str(e) for e in experts], str(tmp_path / "pp"), data=[str(data)],
+                   settings={"samples": 2, "max_length": 64}))
+    sizes = {n: info.numel for n, info in Checkpoint(base).tensors.items()}
+    layer = sum(v for n, v in sizes.items() if n.startswith("model.layers.0."))
+    assert peak[0] == sizes["model.embed_tokens.weight"] + sizes["model.norm.weight"] + 2 * layer
+    assert peak[0] < sum(sizes.values()) - 2 * layer  # the whole model is four layers and an lm_head more
 
 
 def test_regmean_pp_data_pairing_and_bad_inputs(tmp_path, data):

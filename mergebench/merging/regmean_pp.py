@@ -7,12 +7,20 @@ from the specialist's layer, as in plain RegMean); the merged layer l then carri
 on to layer l+1. Parameters outside the decoder's linears are averaged; embeddings and lm_head stay
 the base's (the merged set, as for every method).
 
-Memory (the choice this kit makes): the whole merged model lives on the compute device in fp32 (its
-layers are overwritten with merged weights as the pass climbs), plus one specialist layer at a time,
-read tensor by tensor from its checkpoint; the hidden states of every sample of every specialist at
-the current layer live in CPU memory (T × tokens × hidden × 4 bytes: about 50 GB for five 8B
-specialists at 1000 samples of 600 tokens), each moved to the device only while it is used. This fits
-the tiny and the 2B–3B models comfortably; 8B needs a large-memory host.
+Memory: one decoder layer at a time. The model is built as a skeleton whose parameters sit on the meta
+device (no memory); from the base's checkpoint, read tensor by tensor, only the decoder's own modules
+outside its layers (embeddings, final norm, rotary) are materialized up front, since the embeddings
+start the hidden states. Every layer's arguments (masks, position embeddings) are recorded without
+running any layer. Then, per layer l, the base's layer l (overwritten with the merged weights) and one
+specialist's layer l at a time are materialized in fp32 on the compute device; layer l is written to
+the output as soon as it is merged and freed before layer l+1 (the writer plans every offset up front,
+so the order of writes does not matter). Weights on the device at once: the embeddings plus two layers
+(about 4 GB in fp32 for an 8B Llama, against 32 GB for the whole model), never the lm_head; besides
+them, each specialist's Grams of the current layer (about 1 GB each at 8B) and the engine's working
+set for one tensor. The hidden states of every sample of every specialist at the current layer live in
+CPU memory (T × tokens × hidden × 4 bytes: about 50 GB for five 8B specialists at 1000 samples of 600
+tokens), each moved to the device only while it is used; they, not the weights, are why an 8B merge
+needs a large-memory host.
 
 Supported decoder layers: Llama and Gemma-2 (their layers take the hidden states plus the attention
 mask, position embeddings and positions the model prepares, which the pass records once per sample).
@@ -28,8 +36,9 @@ import torch
 from torch import nn
 
 from mergebench.errors import MergeBenchError
+from mergebench.merging.checkpoint import Checkpoint
 from mergebench.merging.engine import Merger, MergeResult
-from mergebench.merging.stats import GramCollector, decoder_layers, encode, load_model, load_tokenizer
+from mergebench.merging.stats import GramCollector, decoder_layers, encode, load_tokenizer
 from mergebench.merging.writer import ShardedWriter, parse_size
 
 SUPPORTED = ("llama", "gemma2")
@@ -48,6 +57,21 @@ def _move(obj: Any, device: torch.device | str, memo: dict[int, torch.Tensor]) -
     return obj
 
 
+class _Recorded(Exception):
+    """Raised by the last decoder layer's pre-hook: every layer's inputs are recorded, stop the forward."""
+
+
+def _skeleton(path) -> nn.Module:
+    """The base's model with every parameter on the meta device (no memory) and its buffers (rotary
+    frequencies, Gemma-2's embedding scale) real: weights are materialized module by module later."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(path)), dtype=torch.float32)
+    return model.eval()
+
+
 class RegMeanPlusPlus(Merger):
     """A Merger whose run() walks the decoder layer by layer instead of streaming tensor by tensor."""
 
@@ -60,52 +84,37 @@ class RegMeanPlusPlus(Merger):
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         tokenizer = load_tokenizer(self.base.path)
-        model = load_model(self.base.path, self.device)
+        model = _skeleton(self.base.path)
         prefix, layers = decoder_layers(model)
-        params = dict(model.named_parameters())
+        decoder_name = prefix.rpartition(".")[0]
+        decoder = model.get_submodule(decoder_name)
+        for name, child in list(decoder.named_children()):  # the embeddings and rotary layer 0 needs, the final norm
+            if child is not layers:
+                setattr(decoder, name, self._materialize(child, self.base, f"{decoder_name}.{name}."))
         merged_set = set(self.merged)
         max_length = self.hp["max_length"]
         encoded = [[encode(tokenizer, s, max_length)[0] for s in samples] for samples in self.samples]
-        hidden, layer_kwargs = self._record_inputs(model, layers, encoded)
+        hidden, layer_kwargs = self._record_inputs(decoder, layers, encoded)
         tokens = [sum(len(ids) for ids in enc) for enc in encoded]
-
-        for l_idx, layer in enumerate(layers):
-            names = [n for n in self.names if n.startswith(f"{prefix}.{l_idx}.")]
-            grams: list[dict[str, torch.Tensor]] = []
-            for t, expert in enumerate(self.experts):
-                own = self._expert_layer(layer, expert, f"{prefix}.{l_idx}.")
-                grams.append(self._layer_grams(own, f"{prefix}.{l_idx}.", hidden[t], layer_kwargs[t], l_idx))
-                del own
-            with torch.no_grad():
-                for name in names:
-                    if name not in merged_set:
-                        continue
-                    base, tau = self._task_vectors(name)
-                    ctx = self._ctx(name, None)
-                    if name in grams[0]:
-                        ctx.stats = [g[name] for g in grams]
-                        ctx.stats_meta = [{"tokens": n} for n in tokens]
-                    params[name].copy_(base + self.spec.fn(tau, ctx, self.hp))
-                for t in range(len(self.experts)):  # carry every specialist's data through the merged layer
-                    hidden[t] = [self._call(layer, h, layer_kwargs[t][s][l_idx]).cpu()
-                                 for s, h in enumerate(hidden[t])]
-            self.progress("regmean++ layers", l_idx + 1, len(layers))
 
         layout = [(n, self._dtype_for(n), self.base.tensors[n].shape) for n in self.names]
         writer = ShardedWriter(self.out, layout, parse_size(self.job.max_shard_size))
-        layer_prefix = f"{prefix}."
+        written: set[str] = set()
         try:
-            writer.open()
-            for i, name in enumerate(self.names):
+            writer.open()  # tensors go to their planned offsets, so each layer is written as soon as it is merged
+            for l_idx, skeleton in enumerate(layers):
+                written |= self._merge_layer(writer, skeleton, f"{prefix}.{l_idx}.", l_idx, hidden, layer_kwargs,
+                                             tokens)
+                self.progress("regmean++ layers", l_idx + 1, len(layers))
+            rest = [n for n in self.names if n not in written]
+            for i, name in enumerate(rest):
                 if name not in merged_set:
                     self._copy(writer, name)
-                elif name.startswith(layer_prefix) and name in params:
-                    writer.write(name, params[name].detach().to(self._dtype_for(name)).cpu())
                 else:  # merged tensors outside the decoder layers (the final norm): averaged
                     base, tau = self._task_vectors(name)
                     out = base + self.spec.fn(tau, self._ctx(name, None), self.hp)
                     writer.write(name, out.to(self._dtype_for(name)).cpu())
-                self.progress("write", i + 1, len(self.names))
+                self.progress("write", i + 1, len(rest))
             seconds = time.time() - start
             manifest = self._manifest(None, seconds, None)
             manifest["data"] = [{"source": s, "domain": d, "samples": len(enc), "tokens": n}
@@ -118,18 +127,57 @@ class RegMeanPlusPlus(Merger):
             raise
 
     # --- pieces -------------------------------------------------------------------------------------
-    def _record_inputs(self, model: nn.Module, layers: nn.ModuleList, encoded: list[list[list[int]]]):
+    def _merge_layer(self, writer: ShardedWriter, skeleton: nn.Module, lp: str, l_idx: int,
+                     hidden: list[list[torch.Tensor]], layer_kwargs, tokens: list[int]) -> set[str]:
+        """Merge decoder layer `l_idx` (checkpoint names `lp`…), write it, and carry every specialist's
+        hidden states through it (in place). Only this layer and one specialist's are materialized; both
+        are freed on return."""
+        layer = self._materialize(skeleton, self.base, lp)  # the base's weights, overwritten by the merged ones
+        grams = [self._layer_grams(self._materialize(skeleton, expert, lp), lp, hidden[t], layer_kwargs[t], l_idx)
+                 for t, expert in enumerate(self.experts)]
+        merged_set = set(self.merged)
+        names = set()
+        with torch.no_grad():
+            for pname, p in layer.named_parameters():
+                name = lp + pname
+                names.add(name)
+                if name not in merged_set:
+                    self._copy(writer, name)
+                    continue
+                base, tau = self._task_vectors(name)
+                ctx = self._ctx(name, None)
+                if name in grams[0]:
+                    ctx.stats = [g[name] for g in grams]
+                    ctx.stats_meta = [{"tokens": n} for n in tokens]
+                p.copy_(base + self.spec.fn(tau, ctx, self.hp))
+                writer.write(name, p.to(self._dtype_for(name)).cpu())
+            for t in range(len(self.experts)):  # carry every specialist's data through the merged layer
+                hidden[t] = [self._call(layer, h, layer_kwargs[t][s][l_idx]).cpu() for s, h in enumerate(hidden[t])]
+        return names
+
+    def _record_inputs(self, decoder: nn.Module, layers: nn.ModuleList, encoded: list[list[list[int]]]):
         """Per specialist and sample: the hidden states entering layer 0 (the base's = the merged
-        embeddings) and the keyword arguments (masks, position embeddings) the model passes each layer."""
+        embeddings) and the keyword arguments (masks, position embeddings) the model passes each layer.
+
+        The layers are still meta skeletons: for this pass each one returns its input unchanged (the
+        model prepares every layer's arguments before the first runs, so they do not depend on the
+        layers' outputs), and the last one's pre-hook stops the forward before the final norm."""
         captured: dict[int, tuple[torch.Tensor, dict[str, Any]]] = {}
 
         def hook_for(idx: int):
             def hook(module, args, kwargs):
                 h = args[0] if args else kwargs["hidden_states"]
                 captured[idx] = (h, {k: v for k, v in kwargs.items() if k != "hidden_states"})
+                if idx == len(layers) - 1:
+                    raise _Recorded
             return hook
 
+        def passthrough(hidden_states, *args, **kwargs):
+            return hidden_states
+
         handles = [layer.register_forward_pre_hook(hook_for(i), with_kwargs=True) for i, layer in enumerate(layers)]
+        for layer in layers:
+            layer.forward = passthrough
         hidden: list[list[torch.Tensor]] = []
         layer_kwargs: list[list[list[dict[str, Any]]]] = []
         try:
@@ -138,7 +186,10 @@ class RegMeanPlusPlus(Merger):
                     hs, kws = [], []
                     for ids in enc:
                         captured.clear()
-                        model.model(input_ids=torch.tensor([ids], device=self.device), use_cache=False)
+                        try:
+                            decoder(input_ids=torch.tensor([ids], device=self.device), use_cache=False)
+                        except _Recorded:
+                            pass
                         memo: dict[int, torch.Tensor] = {}
                         hs.append(captured[0][0].detach().cpu())
                         kws.append([_move(captured[i][1], "cpu", memo) for i in range(len(layers))])
@@ -147,18 +198,22 @@ class RegMeanPlusPlus(Merger):
         finally:
             for h in handles:
                 h.remove()
+            for layer in layers:
+                del layer.forward
         return hidden, layer_kwargs
 
-    def _expert_layer(self, layer: nn.Module, expert, prefix: str) -> nn.Module:
-        """A copy of the layer holding specialist `expert`'s weights, read from its checkpoint."""
-        own = copy.deepcopy(layer)
-        with torch.no_grad():
-            for pname, p in own.named_parameters():
-                name = prefix + pname
-                if name not in expert.tensors:
-                    raise MergeBenchError(f"{expert.path}: tensor {name} is missing (the base has it)")
-                p.copy_(expert.read(name).reshape(p.shape).to(p.device))
-        return own
+    def _materialize(self, skeleton: nn.Module, ckpt: Checkpoint, prefix: str) -> nn.Module:
+        """A copy of `skeleton` (parameters on the meta device) holding `ckpt`'s tensors `prefix` + name,
+        fp32 on the compute device."""
+        own = copy.deepcopy(skeleton)
+        for pname, p in list(own.named_parameters()):
+            name = prefix + pname
+            if name not in ckpt.tensors:
+                raise MergeBenchError(f"{ckpt.path}: tensor {name} is missing (the model needs it)")
+            owner, _, attr = pname.rpartition(".")
+            value = ckpt.read(name).reshape(p.shape).to(self.device)
+            setattr(own.get_submodule(owner), attr, nn.Parameter(value, requires_grad=False))
+        return own.to(self.device)
 
     def _call(self, layer: nn.Module, h: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
         out = layer(h.to(self.device), **_move(kwargs, self.device, {}))
