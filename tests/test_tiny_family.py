@@ -49,6 +49,7 @@ def quick_config() -> FamilyConfig:
     c = FamilyConfig()
     return FamilyConfig(base_recipe=c.base_recipe.override(max_steps=6),
                         specialist_recipe=c.specialist_recipe.override(max_steps=2),
+                        math_recipe=c.math_recipe.override(max_steps=2),
                         multitask_recipe=c.multitask_recipe.override(max_steps=2))
 
 
