@@ -38,3 +38,8 @@ class Runtime(ABC):
     def start_batch(self, stages: list[Stage], specs: list[Path], logs: list[Path], env: dict[str, str]) -> Handle:
         """Launch several CPU stages in one process, each writing its own log (runtimes with `batches`)."""
         raise NotImplementedError(f"runtime {self.name} runs one stage per process")
+
+
+def batch_log_path(logs: list[Path]) -> Path:
+    """Where a batch's own output goes (what its process prints between stages): beside the stages' logs."""
+    return logs[0].parent.parent / f"batch-{logs[0].parent.name}.log"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mergebench.errors import MergeBenchError
 from mergebench.pipeline.stage import Stage
-from mergebench.runtimes.base import Handle, Runtime
+from mergebench.runtimes.base import Handle, Runtime, batch_log_path
 from mergebench.runtimes.images import cache_env, image_tag
 
 LABEL = "org.mergebench"
@@ -173,7 +173,7 @@ class DockerRuntime(Runtime):
 
     def start_batch(self, stages: list[Stage], specs: list[Path], logs: list[Path], env: dict[str, str]) -> Handle:
         # Each stage logs to its own file; what the container prints between stages goes to the batch log.
-        batch_log = logs[0].parent.parent / f"batch-{logs[0].parent.name}.log"
+        batch_log = batch_log_path(logs)
         batch_log.parent.mkdir(parents=True, exist_ok=True)
         kwargs = self.container_kwargs(stages[0], list(specs), [], env, names=",".join(s.name for s in stages))
         return DockerHandle(self.client.containers.run(**kwargs), batch_log)

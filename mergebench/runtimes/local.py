@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from mergebench.pipeline.stage import Stage
-from mergebench.runtimes.base import Handle, Runtime
+from mergebench.runtimes.base import Handle, Runtime, batch_log_path
 
 
 class LocalHandle(Handle):
@@ -48,8 +48,7 @@ class LocalRuntime(Runtime):
 
     def start_batch(self, stages: list[Stage], specs: list[Path], logs: list[Path], env: dict[str, str]) -> Handle:
         # Each stage logs to its own file; what the process prints between stages goes to the batch log.
-        batch_log = logs[0].parent.parent / f"batch-{logs[0].parent.name}.log"
-        return self._spawn(specs, batch_log, {**env, "CUDA_VISIBLE_DEVICES": ""}, own_logs=True)
+        return self._spawn(specs, batch_log_path(logs), {**env, "CUDA_VISIBLE_DEVICES": ""}, own_logs=True)
 
     def _spawn(self, specs: list[Path], log: Path, env: dict[str, str], own_logs: bool = False) -> Handle:
         log.parent.mkdir(parents=True, exist_ok=True)
