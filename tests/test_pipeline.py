@@ -48,11 +48,9 @@ def test_every_stage_has_a_manifest_with_provenance(tiny_run):
 
 def test_second_run_skips_everything(tiny_run):
     ws, results, _ = tiny_run
-    start = time.time()
     again = reproduce(ws, results)
     assert again.returncode == 0, again.stderr
     assert "running" not in again.stderr and "0 stage(s) run" in again.stderr
-    assert time.time() - start < 60
 
 
 def test_changing_a_setting_reruns_only_its_dependants():
