@@ -29,7 +29,6 @@ def test_validation_sets_are_fetched_only_for_data_dependent_methods():
     for method in ("regmean", "regmean_pp", "fisher"):
         stage = build_plan("llama-3.2-3b", [method]).by_name["fetch"]
         assert stage.params["datasets"] == [f"MergeBench/{d}_val" for d in DOMAIN_NAMES]
-        assert stage.params["datasets"] == [validation_repo(d) for d in DOMAIN_NAMES]
 
 
 def test_fetched_validation_set_is_read_offline(tmp_path, monkeypatch):

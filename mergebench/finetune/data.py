@@ -35,6 +35,14 @@ def encode(tokenizer, prompt: str, response: str, seq_len: int, template: str = 
     return Example(ids, labels)
 
 
+def pad_token_id(tokenizer) -> int:
+    """Padding is masked from attention and loss, so a tokenizer without a pad token (Llama 3) pads with
+    EOS (and one with neither with id 0)."""
+    if tokenizer.pad_token_id is not None:
+        return tokenizer.pad_token_id
+    return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+
+
 def pad_batch(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad to the longest example; padding is masked from attention and loss."""
     n = max(len(e.input_ids) for e in examples)

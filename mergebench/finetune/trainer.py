@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from mergebench.errors import MergeBenchError
-from mergebench.finetune.data import IGNORE, Example, encode, pack, pad_batch
+from mergebench.finetune.data import IGNORE, Example, encode, pack, pad_batch, pad_token_id
 from mergebench.finetune.distributed import BatchPlan, plan_batches
 from mergebench.finetune.recipe import Recipe
 
@@ -338,11 +338,6 @@ def finetune(init: Any, tokenizer, rows: list[dict], recipe: Recipe, out: Path, 
             "final_loss": round(loss_value, 6), **(extra_manifest or {}),
         })
     return TrainResult(out, total, loss_value, start)
-
-
-def pad_token_id(tokenizer) -> int:
-    """Padding is masked from attention and loss, so a tokenizer without a pad token (Llama 3) pads with EOS."""
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def _step(backend, examples: list[Example], step: int, per_epoch: int, recipe: Recipe, plan: BatchPlan,

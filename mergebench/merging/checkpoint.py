@@ -97,6 +97,27 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     return infos, metadata
 
 
+def read_range(info: TensorInfo, out: torch.Tensor, first: int = 0) -> torch.Tensor:
+    """Copy `out.numel()` elements of the tensor `info` describes, from element `first` on, into `out`
+    (converting on the fly). Only that byte range is memory-mapped, and only while it is copied, so
+    resident memory does not grow with the file."""
+    count = out.numel()
+    if count == 0:
+        return out
+    start = info.start + first * torch.empty((), dtype=info.dtype).element_size()
+    page = mmap.ALLOCATIONGRANULARITY
+    offset = start - start % page
+    with open(info.file, "rb") as f:
+        mm = mmap.mmap(f.fileno(), info.end - offset, access=mmap.ACCESS_COPY, offset=offset)
+    try:
+        view = torch.frombuffer(mm, dtype=info.dtype, offset=start - offset, count=count)
+        out.view(-1).copy_(view)
+        del view
+    finally:
+        mm.close()
+    return out
+
+
 def resolve_model_path(spec: str | os.PathLike) -> Path:
     """A local directory, or a hub id resolved through the local HF cache (never downloads)."""
     path = Path(spec).expanduser()
@@ -182,22 +203,7 @@ class Checkpoint:
 
         A tensor with more rows than `out` (extra vocabulary rows) is cut to `out`'s leading rows.
         """
-        info = self.tensors[name]
-        count = out.numel()
-        if count == 0:
-            return out
-        start = info.start + first * torch.empty((), dtype=info.dtype).element_size()
-        page = mmap.ALLOCATIONGRANULARITY
-        offset = start - start % page
-        with open(info.file, "rb") as f:
-            mm = mmap.mmap(f.fileno(), info.end - offset, access=mmap.ACCESS_COPY, offset=offset)
-        try:
-            view = torch.frombuffer(mm, dtype=info.dtype, offset=start - offset, count=count)
-            out.view(-1).copy_(view)
-            del view
-        finally:
-            mm.close()
-        return out
+        return read_range(self.tensors[name], out, first)
 
     def iter_bytes(self, name: str, chunk: int = 64 * 2**20):
         """The tensor's raw bytes in chunks, so unmerged tensors (a 1 GB embedding) pass through in

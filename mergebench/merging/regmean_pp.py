@@ -91,7 +91,7 @@ class RegMeanPlusPlus(Merger):
         for name, child in list(decoder.named_children()):  # the embeddings and rotary layer 0 needs, the final norm
             if child is not layers:
                 setattr(decoder, name, self._materialize(child, self.base, f"{decoder_name}.{name}."))
-        merged_set = set(self.merged)
+        merged_set = self._merged_set = set(self.merged)
         max_length = self.hp["max_length"]
         encoded = [[encode(tokenizer, s, max_length)[0] for s in samples] for samples in self.samples]
         hidden, layer_kwargs = self._record_inputs(decoder, layers, encoded)
@@ -135,13 +135,12 @@ class RegMeanPlusPlus(Merger):
         layer = self._materialize(skeleton, self.base, lp)  # the base's weights, overwritten by the merged ones
         grams = [self._layer_grams(self._materialize(skeleton, expert, lp), lp, hidden[t], layer_kwargs[t], l_idx)
                  for t, expert in enumerate(self.experts)]
-        merged_set = set(self.merged)
         names = set()
         with torch.no_grad():
             for pname, p in layer.named_parameters():
                 name = lp + pname
                 names.add(name)
-                if name not in merged_set:
+                if name not in self._merged_set:
                     self._copy(writer, name)
                     continue
                 base, tau = self._task_vectors(name)

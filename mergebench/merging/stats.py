@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from mergebench.errors import MergeBenchError
+from mergebench.finetune.data import pad_token_id
 from mergebench.merging.checkpoint import Checkpoint
 from mergebench.merging.data import Sample, describe_source, load_samples
 from mergebench.merging.fingerprint import fingerprint
@@ -156,11 +157,6 @@ def encode(tokenizer, sample: Sample, max_length: int) -> tuple[list[int], int]:
     if tokenizer.eos_token_id is not None:
         ids.append(tokenizer.eos_token_id)
     return ids[:max_length], min(len(prompt), max_length)
-
-
-def pad_id(tokenizer) -> int:
-    """The id that pads batches (never attended to, never a label): pad, else EOS, else 0."""
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
 
 
 def pad_batch(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -316,11 +312,11 @@ def compute_stats(job: StatsJob | None = None, progress: ProgressFn | None = Non
     }
     if job.kind == "gram":
         grams, aliases, tokens = gram_pass(load_model(ckpt.path, device), [ids for ids, _ in encoded],
-                                           pad_id(tokenizer), progress, job.batch_size)
+                                           pad_token_id(tokenizer), progress, job.batch_size)
         tensors = grams
         manifest.update(tokens=tokens, aliases=aliases, linears=sorted([*grams, *aliases]))
     elif job.kind == "mask":
-        tensors, record = train_masks(base, ckpt, encoded, hp, device, job.batch_size, pad_id(tokenizer), progress)
+        tensors, record = train_masks(base, ckpt, encoded, hp, device, job.batch_size, pad_token_id(tokenizer), progress)
         manifest.update(base=str(base.path), base_files={f.name: fingerprint(f) for f in base.files},
                         settings=hp, tokens=sum(len(ids) for ids, _ in encoded), **record)
     else:
@@ -394,11 +390,13 @@ class StatsStore:
     def read(self, name: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
              rows: tuple[int, int] | None = None) -> torch.Tensor:
         """One tensor's statistic as `dtype` on `device`: the whole tensor, or the rows [start, end)."""
-        from safetensors import safe_open
+        from mergebench.merging.checkpoint import read_range
 
         key = self.key(name)
         if key is None:
             raise MergeBenchError(f"{self.path}: no statistics for tensor {name}")
-        with safe_open(str(self.file), "pt", device="cpu") as f:
-            tensor = f.get_tensor(key) if rows is None else f.get_slice(key)[rows[0]:rows[1]]
-        return tensor.to(device=device, dtype=dtype)
+        info = self.infos[key]  # the header was read once, when the store was opened
+        start, end = rows or (0, info.shape[0] if info.shape else 1)
+        per_row = info.numel // max(info.shape[0], 1) if info.shape else 1
+        out = torch.empty((end - start, *info.shape[1:]) if info.shape else (), dtype=dtype)
+        return read_range(info, out, start * per_row).to(device)
