@@ -9,6 +9,9 @@ MODEL ?= tiny
 # local for the tiny profile, docker for MergeBench's models (GPU host with the images built)
 RUNTIME ?= $(if $(filter tiny,$(MODEL)),local,docker)
 WORKSPACE ?= workspace
+# GPUs for the GPU stages of a real MODEL: GPUS=0,1 chooses; by default CUDA_VISIBLE_DEVICES's when set,
+# else every GPU `nvidia-smi -L` lists, else none (the tiny profile needs none).
+GPUS ?= $(or $(CUDA_VISIBLE_DEVICES),$(shell nvidia-smi -L 2>/dev/null | sed -n 's/^GPU \([0-9]*\):.*/\1/p' | paste -sd, -))
 
 .PHONY: venv test lint bench bench-stats reproduce clean images images-ci locks locks-check
 
@@ -33,7 +36,8 @@ lint: venv
 	$(PY) -m ruff check .
 
 reproduce: venv
-	$(VENV)/bin/mergebench reproduce --model $(MODEL) --runtime $(RUNTIME) --workspace $(WORKSPACE)
+	$(VENV)/bin/mergebench reproduce --model $(MODEL) --runtime $(RUNTIME) --workspace $(WORKSPACE) \
+	    $(if $(filter tiny,$(MODEL)),,$(if $(GPUS),--gpus $(GPUS)))
 
 bench: venv
 	$(PY) benchmarks/merge_speed.py

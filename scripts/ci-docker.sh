@@ -11,6 +11,7 @@
 #   MB_WHEELS       local wheel folder        (/opt/wheels)
 #   MB_CI_IMAGES    images to build           ("sandbox train lmeval")
 #   MB_LMEVAL_PUNKT download | skip           (skip: NLTK's data server is GitHub, unreachable in CI)
+#   MB_DOCKERD_WAIT seconds to wait for a dockerd it starts (60)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,7 +36,7 @@ if ! docker info >/dev/null 2>&1; then
     step "starting dockerd"
     log="${MB_DOCKERD_LOG:-/var/log/mergebench-dockerd.log}"
     nohup dockerd --bridge=none --iptables=false --ip6tables=false >"$log" 2>&1 &
-    for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+    for _ in $(seq "${MB_DOCKERD_WAIT:-60}"); do docker info >/dev/null 2>&1 && break; sleep 1; done
     docker info >/dev/null 2>&1 || { tail -20 "$log" >&2; echo "dockerd did not come up" >&2; exit 1; }
 fi
 

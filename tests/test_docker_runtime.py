@@ -143,3 +143,42 @@ def test_docker_unreachable_and_missing_image_say_what_to_do(monkeypatch):
     _engine()
     with pytest.raises(MergeBenchError, match=r"image nowhere/mergebench/train:0.1.0-cpu is missing; build it with"):
         DockerRuntime(track=TRACK, prefix="nowhere").check([stage])
+
+
+def test_a_restarted_runner_adopts_the_container_of_a_killed_one(client, tmp_path):
+    """SIGKILL the runner while its merge container runs: the container goes on (the engine owns it);
+    the next runner finds it by its labels, waits for it instead of starting the stage again, and
+    leaves no container behind."""
+    from mergebench.runtimes.docker import LABEL, DockerRuntime
+
+    ws = Workspace(tmp_path / "ws").ensure()
+    family_plan(ws.root)
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_docker_runtime import family_plan
+        from mergebench.pipeline.runner import Runner
+        from mergebench.pipeline.workspace import Workspace
+        from mergebench.runtimes.docker import DockerRuntime
+        ws = Workspace({str(ws.root)!r})
+        Runner(family_plan(ws.root, method="dare", settings={{"seed": 2}}), ws, DockerRuntime(track={TRACK!r})).run()
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    label = {"label": f"{LABEL}.stage=merge/dare"}
+    deadline = time.time() + 120
+    while time.time() < deadline and not client.containers.list(filters=label):
+        time.sleep(0.05)
+    running = client.containers.list(filters=label)
+    assert running, "the merge container never started"
+    proc.kill()
+    proc.wait(timeout=30)
+    assert [c.id for c in client.containers.list(filters=label)] == [running[0].id]  # it outlives its runner
+
+    plan = family_plan(ws.root, method="dare", settings={"seed": 2})
+    summary = Runner(plan, ws, DockerRuntime(track=TRACK)).run()
+    assert summary.status == {"fetch/local": "skipped", "merge/dare": "done"}
+    log = ws.log(plan.by_name["merge/dare"]).read_text()
+    assert f"[runner] adopted container {running[0].short_id}" in log
+    assert "[merge/dare] done in" in log and "waiting:" not in log  # no second process ever wanted the stage
+    assert client.containers.list(all=True, filters=label) == []

@@ -104,3 +104,38 @@ def test_lmeval_parse_reads_results_written_one_folder_down(tmp_path):
     (tmp_path / "lmeval" / "instruction").mkdir()
     with pytest.raises(MergeBenchError, match="lm_eval wrote no results_"):
         lmeval.parse(tmp_path, "m")
+
+
+def test_eval_cli_runs_the_venvs_lm_eval_with_the_limit(tiny_run, tmp_path):
+    """`.venv/bin/mergebench eval` with the venv not on PATH: the harness CLI is still the venv's own,
+    and `--limit` reaches its argv (a smoke run is one). The real lm_eval then stops on the dataset it
+    cannot fetch offline, with the kit's one-line error naming its log."""
+    import os
+    import subprocess
+    import sys
+
+    from tinypipeline import EXE
+
+    model = next((tiny_run[0] / "models").glob("fetch-tiny-*")) / "base"
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    env.update(PATH="/usr/bin:/bin", HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    run = subprocess.run([EXE, "eval", "--suite", "mergebench", "--harness", "lmeval", "--limit", "2",
+                          "--model", str(model), "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode != 0
+    assert "--limit 2" in run.stderr and "not found" not in run.stderr
+    log = next((tmp_path / "out" / "base").glob("lmeval-*.log")).read_text()
+    assert "Couldn't reach 'openai/gsm8k' on the Hub (OfflineModeIsEnabled)" in log  # lm_eval itself ran ...
+    assert f"{sys.prefix}/lib/" in log  # ... the venv's, found though PATH lacks the venv
+    assert "exited with code" in run.stderr and str(Path(sys.executable).parent) not in env["PATH"]
+
+
+def test_eval_limit_is_refused_where_the_harness_has_none(tiny_run, tmp_path):
+    from click.testing import CliRunner
+
+    from mergebench.cli.main import main
+
+    model = next((tiny_run[0] / "models").glob("fetch-tiny-*")) / "base"
+    result = CliRunner().invoke(main, ["eval", "--suite", "mergebench", "--harness", "safety", "--limit", "2",
+                                       "--model", str(model), "--out", str(tmp_path / "out")])
+    assert result.exit_code != 0 and "safety-eval has no row limit" in result.output

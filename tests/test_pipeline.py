@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -34,6 +35,18 @@ def test_report_is_written_with_every_model(tiny_run):
     for png in ("np_per_method.png", "retention.png", "np_vs_cost.png"):
         assert (results / "tiny" / "plots" / png).stat().st_size > 1000
     assert "MergeBench · tiny" in first.stdout
+
+
+def test_a_logged_run_shows_counts_and_whole_names(tiny_run):
+    """Outside a terminal: one complete line per event with the count, and the report table as wide as
+    its names (rich would cut it at 80 columns)."""
+    _, _, first = tiny_run
+    total = len(build_plan("tiny", ARGS[1:2], eval_limit=8).stages)
+    done = [line for line in first.stderr.splitlines() if line.split()[:1] == ["done"]]
+    assert len(done) == total and all(re.search(rf"\[\d+/{total}, \d+:\d\d elapsed", line) for line in done)
+    assert f"[{total}/{total}, " in done[-1] and "ETA" in done[0]
+    header = next(line for line in first.stdout.splitlines() if "model" in line and "multilingual" in line)
+    assert "held-out" in header and "…" not in first.stdout and "merge:soup" in first.stdout
 
 
 def test_every_stage_has_a_manifest_with_provenance(tiny_run):

@@ -7,6 +7,9 @@ same code path and fewer steps, built twice, so the whole file stays well under 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,11 +40,7 @@ def scores(family) -> dict[str, dict[str, float]]:
     merged = family.parent / "task_arithmetic"
     merge(MergeJob("task_arithmetic", str(family / "base"), [str(family / d) for d in DOMAINS], str(merged),
                    settings={"lambda": 0.4}))
-    data = family / "data"
-    out = {"base": score_model(family / "base", data), "merge": score_model(merged, data)}
-    for d in DOMAINS:
-        out[d] = score_model(family / d, data, domains=(d,))
-    return out
+    return _score_all(family, merged)
 
 
 def quick_config() -> FamilyConfig:
@@ -140,7 +139,7 @@ def quick_family(tmp_path_factory) -> Path:
 
 
 def test_build_is_bit_identical_across_runs(quick_family, tmp_path):
-    """Two builds, one in this process and one in two worker processes: the same bytes."""
+    """Two builds, one with one worker process and one with two: the same bytes."""
     again = tmp_path / "again"
     build_family(again, quick_config(), workers=2)
     assert file_hashes(again) == file_hashes(quick_family)
@@ -155,6 +154,52 @@ def test_interrupted_build_resumes_to_the_same_family(quick_family, tmp_path):
     (out / ".coding.tmp").mkdir()  # debris of a killed run
     build_family(out, quick_config(), workers=1)
     assert file_hashes(out) == file_hashes(quick_family)
+
+
+def _in_subprocess(code: str, kernels: str) -> str:
+    """Run Python code in a fresh interpreter that asks torch for `kernels` (avx2 or avx512)."""
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": kernels}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=900,
+                         cwd=Path(__file__).parent)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout
+
+
+@pytest.mark.parametrize("kernels", ["avx2", "avx512"])
+def test_build_does_not_depend_on_the_cpus_float_kernels(quick_family, tmp_path, kernels):
+    """Whatever kernels the caller's torch would pick (AVX2 on many laptops, AVX-512 here), the family
+    trains with the pinned ones: the same bytes. Unpinned, these two builds differ on an AVX-512 CPU."""
+    out = tmp_path / "family"
+    _in_subprocess(f"from pathlib import Path\nfrom test_tiny_family import quick_config\n"
+                   f"from mergebench.tiny.build import build_family\n"
+                   f"build_family(Path({str(out)!r}), quick_config(), workers=1)", kernels)
+    assert file_hashes(out) == file_hashes(quick_family)
+
+
+def _score_all(family: Path, merged: Path) -> dict[str, dict[str, float]]:
+    data = family / "data"
+    out = {"base": score_model(family / "base", data), "merge": score_model(merged, data)}
+    for d in DOMAINS:
+        out[d] = score_model(family / d, data, domains=(d,))
+    return out
+
+
+def _check_ordering(scores: dict[str, dict[str, float]]) -> None:
+    """What the family must show: each specialist well above the base on its domain, the task-arithmetic
+    merge strictly between them, and the general skill kept."""
+    for d in DOMAINS:
+        assert scores[d][d] >= scores["base"][d] + MARGIN, (d, scores[d][d], scores["base"][d])
+        assert scores["base"][d] < scores["merge"][d] < scores[d][d], (d, scores["base"][d], scores["merge"][d],
+                                                                     scores[d][d])
+    assert scores["base"][GENERAL] >= 0.8 and scores["merge"][GENERAL] >= 0.8
+
+
+@pytest.mark.parametrize("kernels", ["avx2", "avx512"])
+def test_the_skills_hold_under_either_kernels(scores, family, kernels):
+    """Evaluation is not pinned (it is the user's torch): the orderings must hold with either kernels."""
+    code = (f"import json\nfrom pathlib import Path\nfrom test_tiny_family import _score_all\n"
+            f"print(json.dumps(_score_all(Path({str(family)!r}), Path({str(family.parent / 'task_arithmetic')!r}))))")
+    _check_ordering(json.loads(_in_subprocess(code, kernels).strip().splitlines()[-1]))
 
 
 def test_each_specialist_beats_the_base_on_its_domain(scores):

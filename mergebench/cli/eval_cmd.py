@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from mergebench.cli.output import print_table
 from mergebench.errors import MergeBenchError
 
 
@@ -39,7 +40,7 @@ def eval_command(models, suite, harness, data, limit, out):
         if harness is None:
             raise MergeBenchError("--suite mergebench needs --harness lmeval, bigcode or safety")
         for model in models:
-            records[model.name] = _run_harness(harness, model, out / model.name, console)
+            records[model.name] = _run_harness(harness, model, out / model.name, console, limit)
     for label, record in records.items():
         write_document(out / label / "record.json", record.to_dict())
     table = Table(title=f"{suite} evaluation")
@@ -51,18 +52,28 @@ def eval_command(models, suite, harness, data, limit, out):
         for task, metrics in record.metrics.items():
             for metric, value in metrics.items():
                 table.add_row(label, task, metric, f"{value:.4f}")
-    Console().print(table)
+    print_table(table)
     click.echo(json.dumps({label: str(out / label / "record.json") for label in records}))
 
 
-def _run_harness(harness: str, model: Path, out: Path, console: Console):
+def _run_harness(harness: str, model: Path, out: Path, console: Console, limit: int | None = None):
     """Each of the harness's processes in turn (bigcode: generation then execution), logs kept."""
-    from mergebench.evaluation.adapters import ADAPTERS
+    import dataclasses
+
+    from mergebench.evaluation.adapters import ADAPTERS, SETTINGS
     from mergebench.evaluation.adapters.execute import parse_record, run_processes
 
     adapter = ADAPTERS[harness]
     if not (model / "config.json").is_file():
         raise MergeBenchError(f"model {model}: not a model directory (no config.json)")
+    kwargs = {}
+    if limit is not None:  # a smoke run must be one: the harness itself evaluates only `limit` rows
+        settings = SETTINGS[harness]()
+        if not hasattr(settings, "limit"):
+            raise MergeBenchError("--limit: safety-eval has no row limit; run it whole, or smoke-test lmeval "
+                                  "or bigcode")
+        kwargs["settings"] = dataclasses.replace(settings, limit=limit)
     out = out.resolve()
-    run_processes(adapter.runs(str(model.resolve()), str(out)), harness, model.name, out, say=console.print)
+    run_processes(adapter.runs(str(model.resolve()), str(out), **kwargs), harness, model.name, out,
+                  say=console.print)
     return parse_record(adapter, out, model.name, harness)

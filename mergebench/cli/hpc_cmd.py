@@ -10,13 +10,15 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from mergebench.cli.output import print_table
+
 DEFAULT_WORKSPACE = os.environ.get("MERGEBENCH_WORKSPACE", "workspace")
 STYLE = {"COMPLETED": "green", "RUNNING": "cyan", "PENDING": "yellow", "FAILED": "bold red",
          "CANCELLED": "red", "TIMEOUT": "bold red", "OUT_OF_MEMORY": "bold red", "UNKNOWN": "dim"}
 
 
 @click.command("submit")
-@click.option("--model", default="tiny", show_default=True, help="base model (see catalog) or tiny")
+@click.option("--model", default="tiny", show_default=True, help="tiny, a MergeBench base (e.g. llama-3.2-3b) or a FAMILY.yaml")
 @click.option("--methods", multiple=True, help="restrict the merge suite (repeat)")
 @click.option("--workspace", default=DEFAULT_WORKSPACE, show_default=True, type=click.Path(path_type=Path),
               help="on a file system shared by the login and compute nodes")
@@ -69,7 +71,7 @@ def status_command(workspace, as_json):
             style = STYLE.get(r.state, "")
             table.add_row(r.stage, r.job_id, f"[{style}]{r.state}[/]" if style else r.state, r.reason or "-",
                           "complete" if r.complete else "-", r.log)
-        Console(width=max(160, Console().width)).print(table)
+        print_table(table)
     if warning:
         click.echo(f"warning: {warning}", err=True)
 

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mergebench.cli.options import parse_sets
+from mergebench.cli.output import print_table
 from mergebench.errors import MergeBenchError
 
 CONFIG_KEYS = {"method", "base", "experts", "labels", "out", "settings", "include", "exclude", "out_dtype",
@@ -105,7 +106,7 @@ def merge_command(config, method, base, experts, labels, stats, data_sources, co
         table.add_row("peak CUDA memory", f"{result.peak_cuda_bytes / 2**20:.0f} MiB")
     if result.thresholds is not None:
         table.add_row("global thresholds", ", ".join(f"{t:.4g}" for t in result.thresholds))
-    Console().print(table)
+    print_table(table)
 
 
 @click.command("methods")
@@ -123,4 +124,4 @@ def methods_command():
             for p in spec.params
         ) or "-"
         table.add_row(spec.name, f"{spec.summary}\n({spec.reference})", settings)
-    Console(width=160).print(table)
+    print_table(table)

@@ -6,12 +6,14 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from mergebench.cli.output import print_table
 from mergebench.errors import MergeBenchError
 
 DEFAULT_WORKSPACE = os.environ.get("MERGEBENCH_WORKSPACE", "workspace")
@@ -40,7 +42,7 @@ def _default_runtime(model: str) -> str:
 
 
 @click.command("plan")
-@click.option("--model", default="tiny", show_default=True, help="base model (see catalog) or tiny")
+@click.option("--model", default="tiny", show_default=True, help="tiny, a MergeBench base (e.g. llama-3.2-3b) or a FAMILY.yaml")
 @click.option("--methods", multiple=True, help="restrict the merge suite (repeat)")
 @click.option("--runtime", type=click.Choice(["local", "docker", "apptainer", "slurm"]), help="default: local for tiny, else docker")
 @click.option("--workspace", default=DEFAULT_WORKSPACE, show_default=True, type=click.Path(path_type=Path))
@@ -54,7 +56,7 @@ def plan_command(model, methods, runtime, workspace, as_json):
     if as_json:
         click.echo(json.dumps([{**s.to_dict(), "done": ws.is_complete(s)} for s in plan.stages], indent=2))
         return
-    table = Table(title=f"plan for {model} ({len(plan.stages)} stages)")
+    table = Table(title=f"plan for {plan.model} ({len(plan.stages)} stages)")
     for col in ("stage", "kind", "key", "image", "GPUs", "reads", "status"):
         table.add_column(col)
     for s in plan.stages:
@@ -63,11 +65,11 @@ def plan_command(model, methods, runtime, workspace, as_json):
         reads_text = ", ".join(reads) if len(reads) <= 3 else f"{len(reads)} stages"
         table.add_row(s.name, s.kind, s.key[:12], s.image, str(s.gpus), reads_text or "-",
                       "[green]done[/]" if done else "to run")
-    Console().print(table)
+    print_table(table)
 
 
 @click.command("reproduce")
-@click.option("--model", default="tiny", show_default=True, help="base model (see catalog) or tiny")
+@click.option("--model", default="tiny", show_default=True, help="tiny, a MergeBench base (e.g. llama-3.2-3b) or a FAMILY.yaml")
 @click.option("--methods", multiple=True, help="restrict the merge suite (repeat)")
 @click.option("--runtime", type=click.Choice(["local", "docker", "apptainer", "slurm"]), help="default: local for tiny, else docker")
 @click.option("--gpus", help="GPU indices to schedule onto, e.g. 0,1 (default: none)")
@@ -80,22 +82,18 @@ def plan_command(model, methods, runtime, workspace, as_json):
 @click.option("--eval-limit", type=int, help="evaluate only the first N rows of each task (smoke runs)")
 def reproduce_command(model, methods, runtime, gpus, workspace, results_dir, force, jobs, eval_limit):
     """Run fetch → [stats] → merge → eval → report for one base model, resuming completed stages."""
+    from mergebench.cli.progress import RunProgress, clock
     from mergebench.pipeline.runner import Runner
     from mergebench.pipeline.workspace import Workspace
 
     plan, rt = _build(model, methods, runtime or _default_runtime(model), eval_limit)
     ws = Workspace(workspace)
     console = Console(stderr=True)
-    counts = {"done": 0, "skipped": 0}
-
-    def on_status(name: str, status: str) -> None:
-        style = {"running": "cyan", "done": "green", "skipped": "dim", "failed": "bold red", "blocked": "yellow"}
-        if status in counts:
-            counts[status] += 1
-        console.print(f"[{style.get(status, '')}]{status:>8}[/] {name}")
-
-    runner = Runner(plan, ws, rt, gpus=_gpus(gpus), max_cpu_jobs=jobs, on_status=on_status)
-    summary = runner.run(force=list(force))
+    progress = RunProgress(len(plan.stages), lambda name: ws.log(plan.by_name[name]), console)
+    runner = Runner(plan, ws, rt, gpus=_gpus(gpus), max_cpu_jobs=jobs, on_status=progress.status,
+                    on_tick=progress.tick)
+    with progress:
+        summary = runner.run(force=list(force))
     if summary.failed or summary.blocked:
         for name in summary.failed:
             console.print(f"[bold red]failed[/] {name}: log {summary.logs[name]}")
@@ -104,12 +102,13 @@ def reproduce_command(model, methods, runtime, gpus, workspace, results_dir, for
         raise MergeBenchError(f"{len(summary.failed)} stage(s) failed; completed stages are kept and the next "
                               "run resumes from them")
     report = plan.by_name["report"]
-    target = _publish(ws.output(report), results_dir / model)
-    console.print(f"{counts['done']} stage(s) run, {counts['skipped']} already complete; report: {target / 'report.md'}")
+    target = _publish(ws.output(report), results_dir / plan.model)
+    console.print(f"{progress.counts['done']} stage(s) run, {progress.counts['skipped']} already complete in "
+                  f"{clock(time.time() - progress.started)}; report: {target / 'report.md'}")
     from mergebench.report.render import rich_table
 
     rows = json.loads((target / "report.json").read_text())["rows"]
-    Console().print(rich_table(model, rows))
+    print_table(rich_table(plan.model, rows))
 
 
 def _publish(report_dir: Path, target: Path) -> Path:
@@ -135,5 +134,7 @@ def stage_group():
 def stage_run(specs, own_logs):
     """Run stages from their spec files (written by the runner under <workspace>/runs/), one after another."""
     from mergebench.pipeline.execute import run_specs
+    from mergebench.runtimes.lifeline import hold_from_env
 
+    hold_from_env()  # launched by a runner: die with it
     sys.exit(run_specs(specs, own_logs))

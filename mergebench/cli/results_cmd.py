@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mergebench.catalog import DOMAIN_NAMES, get_domain, get_task
+from mergebench.cli.output import print_table
 from mergebench.errors import MergeBenchError
 from mergebench.evaluation.parsers import import_results
 from mergebench.evaluation.records import ResultRecord
@@ -76,8 +77,8 @@ def import_command(
         return
     console = Console()
     for record in records:
-        console.print(_record_table(record))
-    console.print(_score_table(summary))
+        print_table(_record_table(record), console=console)
+    print_table(_score_table(summary), console=console)
     console.print(f"Wrote {out}")
 
 

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from mergebench.catalog.prompts import TEMPLATES
 from mergebench.cli.options import parse_sets
+from mergebench.cli.output import print_table
 
 
 @click.command("stats")
@@ -67,4 +68,4 @@ def stats_command(kind, model, base, sets, data, samples, out, domain, compat, s
         table.add_row("kept (initial → trained)", f"{m['kept_initial']} → {m['kept']} of {m['masked_entries']} "
                       f"({m['kept_fraction']:.2%}; {m['switched_on']} on, {m['switched_off']} off)")
     table.add_row("wall time", f"{result.seconds:.2f} s")
-    Console().print(table)
+    print_table(table)

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from mergebench.cli.output import print_table
 from mergebench.errors import MergeBenchError
 
 
@@ -81,7 +82,7 @@ def score_command(models: tuple[Path, ...], data: Path, split: str, limit: int |
         scores = score_model(m, data, split=split, limit=limit)
         label = m.name if names.count(m.name) == 1 else str(m)
         table.add_row(label, *(f"{scores[d]:.2f}" for d in DOMAINS + (GENERAL,)))
-    Console().print(table)
+    print_table(table)
 
 
 def _commands() -> tuple[click.Command, ...]:

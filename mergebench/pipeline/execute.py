@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mergebench.errors import MergeBenchError
+from mergebench.pipeline.lock import StageLock
 from mergebench.pipeline.manifest import stage_manifest
 from mergebench.pipeline.stage import Stage
 from mergebench.pipeline.workspace import MANIFEST, Workspace
@@ -36,6 +37,14 @@ class StageContext:
     @property
     def params(self) -> dict[str, Any]:
         return self.stage.params
+
+    def final_path(self, path: str | os.PathLike) -> str:
+        """Where `path`, inside the `.partial` folder this stage writes, will be once the stage is
+        complete: what records that name their files must point at."""
+        try:
+            return str(self.workspace.output(self.stage) / Path(path).relative_to(self.out))
+        except ValueError:
+            return str(path)
 
 
 def write_spec(ws: Workspace, stage: Stage, stages: dict[str, Stage]) -> Path:
@@ -57,6 +66,11 @@ def run_spec(spec_path: str | os.PathLike) -> int:
         raise MergeBenchError(f"{spec_path}: not a valid stage spec ({e})") from None
     if stage.kind not in KINDS:
         raise MergeBenchError(f"{spec_path}: unknown stage kind {stage.kind!r} (known: {', '.join(KINDS)})")
+    with StageLock(ws.lock(stage), stage.name, say=lambda text: print(text, flush=True)):
+        return _run_locked(stage, ws, spec)
+
+
+def _run_locked(stage: Stage, ws: Workspace, spec: dict[str, Any]) -> int:
     final, partial = ws.output(stage), ws.partial(stage)
     if (final / MANIFEST).is_file():
         print(f"[{stage.name}] already complete: {final}")

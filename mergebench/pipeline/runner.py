@@ -52,12 +52,14 @@ def stage_env(ws: Workspace, kind: str, threads: int | None = None) -> dict[str,
 
 class Runner:
     def __init__(self, plan: Plan, ws: Workspace, runtime: Runtime, gpus: list[int] | None = None,
-                 max_cpu_jobs: int = 1, on_status: StatusFn | None = None, poll_s: float = 0.2):
+                 max_cpu_jobs: int = 1, on_status: StatusFn | None = None, poll_s: float = 0.2,
+                 on_tick: Callable[[], None] | None = None):
         self.plan, self.ws, self.runtime = plan, ws, runtime
         self.free_gpus = list(gpus or [])
         self.max_cpu_jobs = max_cpu_jobs
         self.on_status = on_status or (lambda name, status: None)
         self.poll_s = poll_s
+        self.on_tick = on_tick or (lambda: None)  # once per scheduling round: a live view redraws
 
     def forced(self, patterns: list[str]) -> set[str]:
         """Stages named (or whose kind is named) by --force, plus everything downstream of them."""
@@ -91,6 +93,7 @@ class Runner:
                     raise KeyboardInterrupt
                 self._reap(running, summary)
                 self._start_ready(pending, running, summary, forced)
+                self.on_tick()
                 if running:
                     time.sleep(self.poll_s)
                 elif pending:  # nothing runs, nothing could start: only a GPU shortage does that

@@ -6,7 +6,7 @@
     runs/     stage specs and logs, one folder per stage  .lock    held by the running orchestrator
 
 A stage's output directory counts only when it holds manifest.json: it is written under
-`<dir>.partial` and renamed when complete.
+`<dir>.partial` and renamed when complete; `.<dir>.lock` beside it is held while a process runs the stage.
 """
 
 from __future__ import annotations
@@ -47,6 +47,12 @@ class Workspace:
     def partial(self, stage: Stage) -> Path:
         out = self.output(stage)
         return out.with_name(out.name + ".partial")
+
+    def lock(self, stage: Stage) -> Path:
+        """Held by the process running the stage (pipeline/lock.py StageLock): beside its output, where
+        that process can write whichever user or container it runs as."""
+        out = self.output(stage)
+        return out.with_name(f".{out.name}.lock")
 
     def run_dir(self, stage: Stage) -> Path:
         return self.root / "runs" / stage.dirname

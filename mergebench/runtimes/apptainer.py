@@ -19,14 +19,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 from mergebench import __version__
 from mergebench.errors import MergeBenchError
 from mergebench.pipeline.stage import Stage
 from mergebench.runtimes.base import Handle, Runtime
-from mergebench.runtimes.local import LocalHandle
+from mergebench.runtimes.local import spawn
 
 SIF_ENV = "MERGEBENCH_SIF_DIR"
 TRACK = os.environ.get("MB_TRACK", "modern")  # the image track, as in compose.yaml
@@ -151,6 +150,7 @@ class ApptainerRuntime(Runtime):
         proc_env = {k: v for k, v in os.environ.items() if not k.startswith(("APPTAINERENV_", "SINGULARITYENV_"))}
         if stage.kind == "fetch" and os.environ.get("HF_TOKEN"):
             proc_env["APPTAINERENV_HF_TOKEN"] = os.environ["HF_TOKEN"]  # only the fetch stage sees the token
-        fh = open(log, "a")
-        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=proc_env, start_new_session=True)
-        return LocalHandle(proc, fh)
+        # --cleanenv drops the lifeline's variable unless it is passed with --env, before the image
+        at = argv.index(str(self.sif(stage.image)))
+        return spawn(argv, log, proc_env, lifeline_env=lambda extra: argv[:at] + [
+            a for k, v in extra.items() for a in ("--env", f"{k}={v}")] + argv[at:])

@@ -4,6 +4,11 @@ The workspace is bind-mounted at the same path inside and out, processes run as 
 uid:gid (files stay the user's), GPUs are passed by device request with CUDA_VISIBLE_DEVICES set to
 match, `ipc=host` for vLLM/NCCL, no network except for fetch stages, labels on every container, logs
 streamed live to the stage's log file, and containers are removed when they end or are stopped.
+
+Containers belong to the engine, not to the runner: when the runner is killed they go on. A restarted
+runner finds them by their labels (workspace, stage names, stage key): a running one is adopted (its
+log followed from then on, its exit code taken as the stage's), an exited one removed, so no stage
+ever runs twice at once (the stage lock in the workspace would make a second one wait in any case).
 """
 
 from __future__ import annotations
@@ -33,16 +38,16 @@ def sandbox_kwargs() -> dict:
 
 
 class DockerHandle(Handle):
-    def __init__(self, container, log: Path):
+    def __init__(self, container, log: Path, since: float | None = None):
         self.container = container
-        self._log_thread = threading.Thread(target=self._follow, args=(log,), daemon=True)
+        self._log_thread = threading.Thread(target=self._follow, args=(log, since), daemon=True)
         self._log_thread.start()
         self._code: int | None = None
 
-    def _follow(self, log: Path) -> None:
+    def _follow(self, log: Path, since: float | None) -> None:
         with open(log, "ab") as fh:
             try:
-                for chunk in self.container.logs(stream=True, follow=True):
+                for chunk in self.container.logs(stream=True, follow=True, **({"since": since} if since else {})):
                     fh.write(chunk)
                     fh.flush()
             except Exception:  # noqa: BLE001 - the container may vanish while we follow it
@@ -168,12 +173,31 @@ class DockerRuntime(Runtime):
         log.parent.mkdir(parents=True, exist_ok=True)
         if stage.kind == "fetch" and os.environ.get("HF_TOKEN"):
             env = {**env, "HF_TOKEN": os.environ["HF_TOKEN"]}  # only the fetch stage sees the token
-        container = self.client.containers.run(**self.container_kwargs(stage, spec, gpus, env))
-        return DockerHandle(container, log)
+        kwargs = self.container_kwargs(stage, spec, gpus, env)
+        return self._adopt(kwargs["labels"], log) or DockerHandle(self.client.containers.run(**kwargs), log)
 
     def start_batch(self, stages: list[Stage], specs: list[Path], logs: list[Path], env: dict[str, str]) -> Handle:
         # Each stage logs to its own file; what the container prints between stages goes to the batch log.
         batch_log = batch_log_path(logs)
         batch_log.parent.mkdir(parents=True, exist_ok=True)
         kwargs = self.container_kwargs(stages[0], list(specs), [], env, names=",".join(s.name for s in stages))
-        return DockerHandle(self.client.containers.run(**kwargs), batch_log)
+        return self._adopt(kwargs["labels"], batch_log) or DockerHandle(self.client.containers.run(**kwargs),
+                                                                        batch_log)
+
+    def _adopt(self, labels: dict[str, str], log: Path) -> DockerHandle | None:
+        """A container of an earlier (killed) runner for exactly this work: adopt it while it runs,
+        remove it once it has exited (the runner then starts afresh, or finds the stage complete)."""
+        found = self.client.containers.list(all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]})
+        for container in found:
+            if container.status == "running":
+                # the killed runner's follower wrote the log up to its last change: go on from there
+                since = log.stat().st_mtime if log.exists() else None
+                with open(log, "a") as fh:
+                    fh.write(f"\n[runner] adopted container {container.short_id}, still running "
+                             f"{labels[f'{LABEL}.stage']} from an earlier run\n")
+                return DockerHandle(container, log, since=since)
+            try:
+                container.remove(force=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        return None

@@ -10,17 +10,20 @@ from pathlib import Path
 
 from mergebench.pipeline.stage import Stage
 from mergebench.runtimes.base import Handle, Runtime, batch_log_path
+from mergebench.runtimes.lifeline import Lifeline
 
 
 class LocalHandle(Handle):
-    def __init__(self, proc: subprocess.Popen, log_fh):
+    def __init__(self, proc: subprocess.Popen, log_fh, lifeline: Lifeline):
         self.proc = proc
         self.log_fh = log_fh
+        self.lifeline = lifeline
 
     def poll(self) -> int | None:
         code = self.proc.poll()
         if code is not None and not self.log_fh.closed:
             self.log_fh.close()
+            self.lifeline.close()
         return code
 
     def stop(self) -> None:
@@ -51,11 +54,28 @@ class LocalRuntime(Runtime):
         return self._spawn(specs, batch_log_path(logs), {**env, "CUDA_VISIBLE_DEVICES": ""}, own_logs=True)
 
     def _spawn(self, specs: list[Path], log: Path, env: dict[str, str], own_logs: bool = False) -> Handle:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(log, "a")
         argv = [sys.executable, "-m", "mergebench.cli.main", "stage", "run", *map(str, specs)]
         if own_logs:
             argv.append("--own-logs")
-        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **env,
-                                "PYTHONUNBUFFERED": "1"}, start_new_session=True)
-        return LocalHandle(proc, fh)
+        return spawn(argv, log, {**os.environ, **env, "PYTHONUNBUFFERED": "1"})
+
+
+def spawn(argv: list[str], log: Path, env: dict[str, str], lifeline_env=None) -> LocalHandle:
+    """Start `argv` in its own session, output appended to `log`, tied to this process by a lifeline:
+    it dies with the runner, however the runner dies. `lifeline_env(names)` adds the variable that
+    names the lifeline's descriptor to argv (for wrappers that clean the environment, like apptainer)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    lifeline = Lifeline()
+    fh = open(log, "a")
+    if lifeline_env is not None:
+        argv = lifeline_env(lifeline.env())
+    try:
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, pass_fds=(lifeline.fd,),
+                                env={**env, **lifeline.env()}, start_new_session=True)
+    except BaseException:
+        lifeline.close()
+        fh.close()
+        raise
+    finally:
+        lifeline.child_started()
+    return LocalHandle(proc, fh, lifeline)

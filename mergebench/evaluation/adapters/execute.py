@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from mergebench.errors import MergeBenchError
 from mergebench.evaluation.adapters.invocation import HarnessRun
 from mergebench.evaluation.records import ResultRecord
+
+
+def harness_env(extra: dict[str, str]) -> dict[str, str]:
+    """The harness CLIs (`lm_eval`, `accelerate`, `python`) are this environment's own, found first on
+    PATH, even when the kit is called as `.venv/bin/mergebench` without activating the venv."""
+    bin_dir = os.path.dirname(sys.executable)
+    path = os.environ.get("PATH", "")
+    return {**os.environ, "PATH": bin_dir + (os.pathsep + path if path else ""), **extra}
 
 
 def run_processes(runs: list[HarnessRun], harness: str, label: str, log_dir: Path, say=print) -> None:
@@ -22,7 +31,7 @@ def run_processes(runs: list[HarnessRun], harness: str, label: str, log_dir: Pat
         say(f"{run.name}: {run.shell()}  (log: {log})")
         try:
             with open(log, "w") as fh:
-                code = subprocess.run(list(run.argv), cwd=run.workdir, env={**os.environ, **run.env}, stdout=fh,
+                code = subprocess.run(list(run.argv), cwd=run.workdir, env=harness_env(run.env), stdout=fh,
                                       stderr=subprocess.STDOUT).returncode
         except FileNotFoundError:
             raise MergeBenchError(f"{harness} for model {label}: {run.argv[0]!r} not found; run this inside the "

@@ -23,6 +23,7 @@ def run(ctx: StageContext) -> dict:
     else:
         record = _harness(ctx, label, model)
     if record is not None:
+        record.sources = [ctx.final_path(src) for src in record.sources]  # not the .partial folder
         (ctx.out / RECORD).write_text(json.dumps(record.to_dict(), indent=2) + "\n")
     return {"model": label, "model_dir": str(model)}
 
