@@ -7,6 +7,7 @@ the hub cache as the real one does (tests/hubcache.py), and what the later stage
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,7 @@ def test_fetched_validation_set_is_read_offline(tmp_path, monkeypatch):
             return str(write_dataset(hf_home, repo, {"data/train-00000-of-00001.parquet": rows}))
         snap = hf_home / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots" / "abc"
         snap.mkdir(parents=True, exist_ok=True)
+        (snap / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "llama"}))
         return str(snap)
 
     monkeypatch.setattr("huggingface_hub.snapshot_download", hub)

@@ -1,15 +1,17 @@
-"""The stage DAG for one base model: fetch → [finetune] → stats → merge → eval → report.
+"""The stage DAG for one family: fetch → [finetune] → stats → merge → eval → report.
 
-`tiny` runs every stage on CPU in this venv (the family is built, not downloaded); a MergeBench base
-fetches its 5 specialists from the hub, evaluates on the three harnesses, and runs GPU stages in
-the harness images.
+`tiny` runs every stage on CPU in this venv (the family is built, not downloaded); any other family
+(a shipped MergeBench base by name, or a FAMILY.yaml: mergebench/catalog/families.py) fetches its
+base and five specialists (hub ids, or local directories used in place), evaluates on the three
+harnesses, and runs GPU stages in the harness images.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mergebench.catalog import DOMAIN_NAMES, get_model, validation_repo
+from mergebench.catalog import DOMAIN_NAMES, validation_repo
+from mergebench.catalog.families import Family, load_family
 from mergebench.catalog.suites import SuiteMethod, select_methods
 from mergebench.errors import MergeBenchError
 from mergebench.pipeline.stage import Stage, stage_key
@@ -58,7 +60,7 @@ def build_plan(model: str, methods: list[str] | None = None, image_id=lambda ima
     if model == "tiny":
         plan = tiny_plan(suite, stats_samples or 64, eval_limit, tuned)
     else:
-        plan = hub_plan(model, suite, stats_samples or 1000)
+        plan = hub_plan(load_family(model), suite, stats_samples or 1000)
     plan.assign_keys(image_id)
     return plan
 
@@ -103,18 +105,17 @@ def tiny_plan(suite: tuple[SuiteMethod, ...], samples: int, eval_limit: int | No
     return plan
 
 
-def hub_plan(model: str, suite: tuple[SuiteMethod, ...], samples: int) -> Plan:
-    base = get_model(model)
-    plan = Plan(model)
+def hub_plan(family: Family, suite: tuple[SuiteMethod, ...], samples: int) -> Plan:
+    plan = Plan(family.name)
     # Data-dependent methods read each domain's validation set: fetched with the models, so every later
     # stage can run with the hub offline.
     datasets = [validation_repo(d) for d in DOMAIN_NAMES] if any(m.stats or m.data for m in suite) else []
-    plan.add(Stage("fetch", "fetch", {"model": model, "base": base.hub_id,
-                                      "specialists": {d: base.specialist_repo_id(d) for d in DOMAIN_NAMES},
+    plan.add(Stage("fetch", "fetch", {"model": family.name, "models": family.models, "local": family.local,
                                       "datasets": datasets}, {}, "train"))
     merges = _merge_and_stats(plan, suite, "fetch", samples, gpus=1)
     evals = {}
-    models = [("base", {}), *[(d, {}) for d in DOMAIN_NAMES]] + [(m.replace("/", ":"), {"model": m}) for m in merges]
+    models = [("base", {}), *[(d, {}) for d in DOMAIN_NAMES]] + ([("multitask", {})] if family.multitask else [])
+    models += [(m.replace("/", ":"), {"model": m}) for m in merges]
     for label, extra in models:
         inputs = {"family": "fetch", **extra}
         evals[f"{label}/lmeval"] = plan.add(Stage(
@@ -130,5 +131,5 @@ def hub_plan(model: str, suite: tuple[SuiteMethod, ...], samples: int) -> Plan:
         evals[f"{label}/safety"] = plan.add(Stage(
             f"eval/{label}/safety", "eval", {"suite": "mergebench", "harness": "safety", "model": label},
             inputs, "safety", gpus=1)).name
-    plan.add(Stage("report", "report", {"model": model}, {f"eval:{k}": v for k, v in evals.items()}, "train"))
+    plan.add(Stage("report", "report", {"model": family.name}, {f"eval:{k}": v for k, v in evals.items()}, "train"))
     return plan

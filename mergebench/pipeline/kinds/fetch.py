@@ -1,14 +1,19 @@
-"""Fetch stage: download a MergeBench base, its five specialists and, for the data-dependent methods,
-the validation sets into the workspace's HF cache.
+"""Fetch stage: bring a family's models (a MergeBench base and its five specialists, or a researcher's
+own family, hub ids or local directories) and, for the data-dependent methods, the validation sets
+into the workspace's HF cache.
 
 The only stage that sees HF_TOKEN and may reach the hub; it records each repo's resolved revision.
+Local directories are recorded where they are (their fingerprint is in the stage key). Once every
+model is there, each is checked to be a causal LM of the base's architecture.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
+from mergebench.catalog.families import check_architectures
 from mergebench.errors import MergeBenchError
 from mergebench.pipeline.execute import StageContext
 from mergebench.pipeline.kinds.family import MODELS_FILE
@@ -19,17 +24,21 @@ PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.jinja", "*.tx
 def run(ctx: StageContext) -> dict:
     from huggingface_hub import snapshot_download
 
-    repos = {"base": ctx.params["base"], **ctx.params["specialists"]}
     paths, revisions = {}, {}
     token = os.environ.get("HF_TOKEN")
-    for role, repo in repos.items():
-        print(f"[fetch] {role}: {repo}", flush=True)
-        path = _download(snapshot_download, repo, token, allow_patterns=PATTERNS)
+    for role, source in ctx.params["models"].items():
+        if role in ctx.params.get("local", {}):
+            print(f"[fetch] {role}: local {source}", flush=True)
+            paths[role] = source
+            continue
+        print(f"[fetch] {role}: {source}", flush=True)
+        path = _download(snapshot_download, source, token, allow_patterns=PATTERNS)
         paths[role] = path
-        revisions[repo] = os.path.basename(path)
+        revisions[source] = os.path.basename(path)
     for repo in ctx.params.get("datasets", []):
         print(f"[fetch] dataset: {repo}", flush=True)
         revisions[repo] = os.path.basename(_download(snapshot_download, repo, token, repo_type="dataset"))
+    check_architectures({role: Path(p) for role, p in paths.items()}, f"family {ctx.params['model']}")
     (ctx.out / MODELS_FILE).write_text(json.dumps(paths, indent=2) + "\n")
     return {"revisions": revisions}
 
