@@ -51,14 +51,16 @@ def test_the_live_view_shows_running_stages_with_their_last_log_line(tmp_path):
     assert re.search(r"eval/base\s+0:00\s+Running generate_until requests: 40%", text)
 
 
-def test_eta_is_the_mean_stage_time_over_what_is_left():
+def test_eta_is_the_pace_so_far_over_what_is_left():
     progress = RunProgress(10, lambda name: None, Console(file=io.StringIO()))
     assert progress.eta() is None
-    progress.durations = [10.0, 30.0]
-    progress.counts["done"] = 2
-    assert progress.eta() == 8 * 20.0
-    progress.running = {"a": 0.0, "b": 0.0}
-    assert progress.eta() == 8 * 20.0 / 2
+    progress.status("a", "running")
+    progress.status("b", "running")  # side by side: the pace counts finished stages per second of run
+    start = progress.first_start
+    progress.status("a", "done")
+    progress.status("b", "done")
+    progress.status("c", "skipped")
+    assert progress.eta(now=start + 40.0) == 7 * 20.0
     assert clock(3725) == "1:02:05" and clock(65) == "1:05"
 
 

@@ -57,21 +57,20 @@ class RunProgress:
     started: float = field(default_factory=time.time)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FINISHED, 0))
     running: dict[str, float] = field(default_factory=dict)  # stage -> when it started
-    durations: list[float] = field(default_factory=list)
+    first_start: float | None = None
     failures: list[str] = field(default_factory=list)
     _live: Live | None = None
-    _beat: float = 0.0
+    _beat: float = field(default_factory=time.time)  # the first heartbeat comes heartbeat_s after the start
 
     # -- the runner's callbacks --
     def status(self, name: str, status: str) -> None:
         now = time.time()
         if status == "running":
             self.running[name] = now
+            self.first_start = self.first_start or now
         elif status in FINISHED:
             began = self.running.pop(name, None)
             self.counts[status] += 1
-            if status == "done" and began is not None:
-                self.durations.append(now - began)
             if status == "failed":
                 self.failures.append(name)
         took = f" in {clock(now - began)}" if status in ("done", "failed") and began is not None else ""
@@ -87,7 +86,7 @@ class RunProgress:
         if self.running and now - self._beat >= self.heartbeat_s:
             self._beat = now
             for name, began in sorted(self.running.items(), key=lambda item: item[1]):
-                line = last_line(self.log_of(name))
+                line = last_line(self.log_of(name)) or "(no output yet)"
                 self.console.print(f" working {name} for {clock(now - began)}: {escape(line)}", highlight=False,
                                    soft_wrap=True)
 
@@ -96,14 +95,13 @@ class RunProgress:
     def finished(self) -> int:
         return sum(self.counts.values())
 
-    def eta(self) -> float | None:
-        """Remaining stages × the mean time of those run so far, spread over the stages running at once
-        (an estimate; None until a stage has run)."""
-        if not self.durations:
+    def eta(self, now: float | None = None) -> float | None:
+        """The stages left at the pace the run has kept since its first stage started (stages that
+        run side by side, or share a process, count as they finish): an estimate, None until one ran."""
+        if not self.counts["done"] or self.first_start is None:
             return None
-        left = self.total - self.finished
-        parallel = max(1, len(self.running))
-        return left * (sum(self.durations) / len(self.durations)) / parallel
+        pace = ((now or time.time()) - self.first_start) / self.counts["done"]
+        return pace * (self.total - self.finished)
 
     def _counter(self) -> str:
         eta = self.eta()
