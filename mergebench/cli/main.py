@@ -7,6 +7,7 @@ import sys
 import click
 
 from mergebench import __version__
+from mergebench.cli.convert_cmd import convert_group
 from mergebench.cli.eval_cmd import eval_command
 from mergebench.cli.hpc_cmd import COMMANDS as HPC_COMMANDS
 from mergebench.cli.merge_cmd import merge_command, methods_command
@@ -39,7 +40,7 @@ def main() -> None:
 
 
 for command in (merge_command, methods_command, stats_command, eval_command, *TINY_COMMANDS, plan_command, reproduce_command,
-                stage_group, *HPC_COMMANDS, results):
+                stage_group, *HPC_COMMANDS, results, convert_group):
     main.add_command(command)
 
 if __name__ == "__main__":
