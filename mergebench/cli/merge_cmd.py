@@ -112,16 +112,17 @@ def merge_command(config, method, base, experts, labels, stats, data_sources, co
 @click.command("methods")
 def methods_command():
     """List the merging methods with their settings and reference defaults."""
-    from mergebench.merging.methods import METHODS
+    from mergebench.merging.methods import METHODS, all_methods
 
-    table = Table(title="merging methods")
+    table = Table(title="merging methods (built in, then installed plug-ins)")
     table.add_column("method", style="bold")
     table.add_column("what it does")
     table.add_column("settings (default)")
-    for spec in METHODS.values():
+    for key, spec in all_methods().items():
         settings = "\n".join(
             f"{p.name} = {p.default!r}" + (f"  [{'|'.join(p.choices)}]" if p.choices else "") + f"  {p.help}"
             for p in spec.params
         ) or "-"
-        table.add_row(spec.name, f"{spec.summary}\n({spec.reference})", settings)
+        name = spec.name if key in METHODS else f"{key} (plug-in)"
+        table.add_row(name, f"{spec.summary}\n({spec.reference})", settings)
     print_table(table)

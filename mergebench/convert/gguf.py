@@ -9,7 +9,6 @@ weights: an import exists completely or not at all.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -17,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from mergebench.errors import MergeBenchError
+from mergebench.files import sha256_file
 
 MAGIC = b"GGUF"
 DTYPES = ("bfloat16", "float16", "float32")
@@ -47,14 +47,6 @@ def check_gguf(path: Path) -> None:
         raise MergeBenchError(f"{path}: not a GGUF file (it does not start with the GGUF magic)")
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def import_gguf(gguf: Path, out: Path, dtype: str = "bfloat16", force: bool = False) -> Path:
     """Dequantize `gguf` into the Hugging Face folder `out`, weights in `dtype`."""
     import torch
@@ -80,7 +72,7 @@ def import_gguf(gguf: Path, out: Path, dtype: str = "bfloat16", force: bool = Fa
         fresh.generation_config = loaded.generation_config
         fresh.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-        record = {"source": gguf.name, "sha256": sha256(gguf), "dtype": dtype,
+        record = {"source": gguf.name, "sha256": sha256_file(gguf), "dtype": dtype,
                   "architectures": fresh.config.architectures, "transformers": transformers.__version__,
                   "torch": torch.__version__.split("+")[0]}
         (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from mergebench.catalog import DOMAIN_NAMES, validation_repo
 from mergebench.catalog.families import Family, load_family
-from mergebench.catalog.suites import SuiteMethod, select_methods
+from mergebench.catalog.suites import SUITE_BY_NAME, SuiteMethod, select_methods
 from mergebench.errors import MergeBenchError
 from mergebench.pipeline.stage import Stage, stage_key
 
@@ -56,13 +56,32 @@ def build_plan(model: str, methods: list[str] | None = None, image_id=lambda ima
                stats_samples: int | None = None, eval_limit: int | None = None) -> Plan:
     """`eval_limit` caps the rows per evaluation task (smoke runs and tests); it is part of the keys."""
     tuned = not methods or TUNED in methods
-    suite = select_methods([m for m in methods or [] if m != TUNED] or (None if not methods else []))
+    names = [m for m in methods or [] if m != TUNED]
+    builtin = [m for m in names if m in SUITE_BY_NAME]
+    suite = select_methods(builtin or (None if not methods else []))
+    if methods and not builtin and names:
+        suite = ()  # only plug-ins were asked for
+    suite += tuple(plugin_method(m) for m in names if m not in SUITE_BY_NAME)
     if model == "tiny":
         plan = tiny_plan(suite, stats_samples or 64, eval_limit, tuned)
     else:
         plan = hub_plan(load_family(model), suite, stats_samples or 1000)
     plan.assign_keys(image_id)
     return plan
+
+
+def plugin_method(name: str) -> SuiteMethod:
+    """A merging method from outside the kit (an installed plug-in's name, or `module.path:ATTRIBUTE`),
+    planned with the statistics or data its spec declares under its default settings. Importing it
+    needs the merging side (torch): only plans that ask for a plug-in pay that."""
+    from mergebench.merging.methods import get_method
+
+    spec = get_method(name)
+    if spec.name in SUITE_BY_NAME:
+        raise MergeBenchError(f"method {name!r}: the plug-in is named {spec.name!r}, like a built-in method; "
+                              "give its MethodSpec another name")
+    hp = spec.settings({})
+    return SuiteMethod(spec.name, name, {}, stats=spec.stats_for(hp), data=spec.needs_data)
 
 
 def _merge_and_stats(plan: Plan, suite: tuple[SuiteMethod, ...], family: str, samples: int, gpus: int) -> list[str]:

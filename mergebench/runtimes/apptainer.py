@@ -16,13 +16,13 @@ mtime, and recomputed only when they change (a read-only sif_dir just means hash
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
 
 from mergebench import __version__
 from mergebench.errors import MergeBenchError
+from mergebench.files import sha256_file
 from mergebench.pipeline.stage import Stage
 from mergebench.runtimes.base import Handle, Runtime
 from mergebench.runtimes.local import spawn
@@ -46,14 +46,6 @@ def build_command(image: str, sif_dir: Path, track: str = TRACK) -> str:
 
 def cache_env(ws: str) -> dict[str, str]:
     return {k: f"{ws}/cache/{sub}".rstrip("/") for k, sub in CACHE_VARS.items()}
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def sif_digest(path: Path) -> str:
