@@ -139,3 +139,23 @@ def test_eval_limit_is_refused_where_the_harness_has_none(tiny_run, tmp_path):
     result = CliRunner().invoke(main, ["eval", "--suite", "mergebench", "--harness", "safety", "--limit", "2",
                                        "--model", str(model), "--out", str(tmp_path / "out")])
     assert result.exit_code != 0 and "safety-eval has no row limit" in result.output
+
+
+def test_a_stage_keeps_the_gpus_its_runtime_gave_it(tmp_path, monkeypatch):
+    """safety-eval's adapter asks for GPU 0; inside a stage the runtime has already chosen (here the
+    CUDA_VISIBLE_DEVICES double: GPU 3), and that choice wins. Outside a stage the adapter's applies."""
+    import sys
+
+    from mergebench.evaluation.adapters import HarnessRun
+    from mergebench.evaluation.adapters.execute import run_processes
+
+    probe = [sys.executable, "-c", "import os; print('visible=' + os.environ.get('CUDA_VISIBLE_DEVICES', '-'))"]
+    env = dict(safety.runs("/m", str(tmp_path))[0].env)
+    assert env["CUDA_VISIBLE_DEVICES"] == "0"
+    run = HarnessRun("safety", "probe", "safety", tuple(probe), str(tmp_path), env)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    run_processes([run], "safety", "m", tmp_path / "given")
+    assert (tmp_path / "given" / "probe.log").read_text().strip() == "visible=3"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    run_processes([run], "safety", "m", tmp_path / "bare")
+    assert (tmp_path / "bare" / "probe.log").read_text().strip() == "visible=0"

@@ -81,7 +81,7 @@ def plan_command(model, methods, runtime, workspace, as_json):
               help="CPU stages run at once (each gets cores/jobs threads)")
 @click.option("--eval-limit", type=int, help="evaluate only the first N rows of each task (smoke runs)")
 def reproduce_command(model, methods, runtime, gpus, workspace, results_dir, force, jobs, eval_limit):
-    """Run fetch → [stats] → merge → eval → report for one base model, resuming completed stages."""
+    """Run fetch → [stats] → merge → eval → report for one family, resuming completed stages."""
     from mergebench.cli.progress import RunProgress, clock
     from mergebench.pipeline.runner import Runner
     from mergebench.pipeline.workspace import Workspace

@@ -15,10 +15,16 @@ from mergebench.evaluation.records import ResultRecord
 
 def harness_env(extra: dict[str, str]) -> dict[str, str]:
     """The harness CLIs (`lm_eval`, `accelerate`, `python`) are this environment's own, found first on
-    PATH, even when the kit is called as `.venv/bin/mergebench` without activating the venv."""
+    PATH, even when the kit is called as `.venv/bin/mergebench` without activating the venv.
+
+    The GPUs are the launcher's: a runtime that gave this stage GPU 3 set CUDA_VISIBLE_DEVICES=3, and an
+    adapter's own default (safety-eval's "0") applies only where nobody chose (a bare `mergebench eval`)."""
     bin_dir = os.path.dirname(sys.executable)
     path = os.environ.get("PATH", "")
-    return {**os.environ, "PATH": bin_dir + (os.pathsep + path if path else ""), **extra}
+    env = {**os.environ, "PATH": bin_dir + (os.pathsep + path if path else ""), **extra}
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
+    return env
 
 
 def run_processes(runs: list[HarnessRun], harness: str, label: str, log_dir: Path, say=print) -> None:
