@@ -10,12 +10,11 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from mergebench.pipeline.lock import StageLock
-from mergebench.runtimes.lifeline import descendants
+from mergebench.processes import descendants, live_processes
 
 #: A "stage": holds its lifeline, starts a grandchild in a session of its own (as sandboxes do), and
 #: writes both pids, then sleeps.
@@ -39,11 +38,7 @@ RUNNER = textwrap.dedent("""
 
 
 def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    return pid in {proc.pid for proc in live_processes()}
 
 
 def _wait_dead(pids: list[int], timeout: float = 10.0) -> list[int]:

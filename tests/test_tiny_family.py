@@ -184,13 +184,18 @@ def _score_all(family: Path, merged: Path) -> dict[str, dict[str, float]]:
     return out
 
 
-def _check_ordering(scores: dict[str, dict[str, float]]) -> None:
-    """What the family must show: each specialist well above the base on its domain, the task-arithmetic
-    merge strictly between them, and the general skill kept."""
+def _specialists_beat_the_base(scores: dict[str, dict[str, float]]) -> None:
     for d in DOMAINS:
         assert scores[d][d] >= scores["base"][d] + MARGIN, (d, scores[d][d], scores["base"][d])
+
+
+def _merge_lands_between(scores: dict[str, dict[str, float]]) -> None:
+    for d in DOMAINS:
         assert scores["base"][d] < scores["merge"][d] < scores[d][d], (d, scores["base"][d], scores["merge"][d],
                                                                      scores[d][d])
+
+
+def _general_skill_is_kept(scores: dict[str, dict[str, float]]) -> None:
     assert scores["base"][GENERAL] >= 0.8 and scores["merge"][GENERAL] >= 0.8
 
 
@@ -199,22 +204,22 @@ def test_the_skills_hold_under_either_kernels(scores, family, kernels):
     """Evaluation is not pinned (it is the user's torch): the orderings must hold with either kernels."""
     code = (f"import json\nfrom pathlib import Path\nfrom test_tiny_family import _score_all\n"
             f"print(json.dumps(_score_all(Path({str(family)!r}), Path({str(family.parent / 'task_arithmetic')!r}))))")
-    _check_ordering(json.loads(_in_subprocess(code, kernels).strip().splitlines()[-1]))
+    scores = json.loads(_in_subprocess(code, kernels).strip().splitlines()[-1])
+    _specialists_beat_the_base(scores)
+    _merge_lands_between(scores)
+    _general_skill_is_kept(scores)
 
 
 def test_each_specialist_beats_the_base_on_its_domain(scores):
-    for d in DOMAINS:
-        assert scores[d][d] >= scores["base"][d] + MARGIN, (d, scores[d][d], scores["base"][d])
+    _specialists_beat_the_base(scores)
 
 
 def test_task_arithmetic_merge_lands_between_base_and_specialists(scores):
-    for d in DOMAINS:
-        assert scores["base"][d] < scores["merge"][d] < scores[d][d], (d, scores["base"][d], scores["merge"][d],
-                                                                     scores[d][d])
+    _merge_lands_between(scores)
 
 
 def test_base_has_the_general_skills_and_the_merge_keeps_them(scores):
-    assert scores["base"][GENERAL] >= 0.8 and scores["merge"][GENERAL] >= 0.8
+    _general_skill_is_kept(scores)
 
 
 # ------------------------------------------------------------------ the command line

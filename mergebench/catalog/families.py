@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mergebench.catalog.domains import DOMAIN_NAMES
+from mergebench.catalog.domains import DOMAIN_NAMES, unknown
 from mergebench.errors import MergeBenchError
 
 SHIPPED = Path(__file__).with_name("families")
@@ -41,8 +41,6 @@ class Family:
     base: str
     specialists: dict[str, str]
     multitask: str | None = None
-    #: where it was defined (a shipped name's file, or the user's)
-    source: str = ""
     #: the local directories among the models, with a fingerprint of their files (for stage keys)
     local: dict[str, str] = field(default_factory=dict)
 
@@ -67,8 +65,6 @@ def load_family(model: str) -> Family:
         return read_family_file(Path(model))
     path = SHIPPED / f"{model}.yaml"
     if not path.is_file():
-        from mergebench.catalog.domains import unknown
-
         raise unknown("model", model, shipped_names() + ("tiny", "FAMILY.yaml")) from None
     return read_family_file(path)
 
@@ -111,7 +107,7 @@ def read_family_file(path: Path) -> Family:
     local = {role: Path(v) for role, v in resolved.items() if Path(v).is_absolute()}
     check_architectures(local, str(path))
     return Family(name, resolved["base"], {d: resolved[d] for d in DOMAIN_NAMES}, resolved.get("multitask"),
-                  str(path), {role: fingerprint(p) for role, p in local.items()})
+                  {role: fingerprint(p) for role, p in local.items()})
 
 
 def _resolve(path: Path, role: str, value) -> str:

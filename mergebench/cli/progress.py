@@ -65,18 +65,19 @@ class RunProgress:
     # -- the runner's callbacks --
     def status(self, name: str, status: str) -> None:
         now = time.time()
+        took = ""
         if status == "running":
             self.running[name] = now
             self.first_start = self.first_start or now
-        elif status in FINISHED:
+        else:  # one of FINISHED
             began = self.running.pop(name, None)
             self.counts[status] += 1
             if status == "failed":
                 self.failures.append(name)
-        took = f" in {clock(now - began)}" if status in ("done", "failed") and began is not None else ""
-        if status == "running" or status in FINISHED:
-            self.console.print(f"[{STYLE.get(status, '')}]{status:>8}[/] {name}{took}  [dim]{self._counter()}[/]",
-                               highlight=False)
+            if status in ("done", "failed") and began is not None:
+                took = f" in {clock(now - began)}"
+        self.console.print(f"[{STYLE.get(status, '')}]{status:>8}[/] {name}{took}  [dim]{self._counter()}[/]",
+                           highlight=False)
 
     def tick(self) -> None:
         if self._live is not None:

@@ -78,12 +78,10 @@ def import_gguf(gguf: Path, out: Path, dtype: str = "bfloat16", force: bool = Fa
         (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n")
         for f in tmp.iterdir():  # save_pretrained may write 0600: stages in containers run as other users
             f.chmod(0o644)
-    except MergeBenchError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     except Exception as e:  # noqa: BLE001 - transformers' GGUF reader raises many kinds; one line names the file
         shutil.rmtree(tmp, ignore_errors=True)
-        raise MergeBenchError(f"{gguf}: cannot import ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise MergeBenchError(f"{gguf}: cannot import ({type(e).__name__}: {first})") from None
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 
+from mergebench.processes import group_members
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -98,22 +100,6 @@ def run_untrusted(program: str, limits: Limits = Limits()) -> Outcome:
     return Outcome(code, out, err)
 
 
-def _live_members(pgid: int) -> list[int]:
-    """Processes of group `pgid` that have not exited yet (zombies are dead: they only await reaping)."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(int(entry))
-    return members
-
-
 def _kill_group(pgid: int, patience: float = 10.0) -> None:
     """SIGKILL the whole group until no member is left alive: a kill is delivered asynchronously, and on a
     loaded machine a fork bomb's last children can outlive one signal by a scheduler tick."""
@@ -123,6 +109,6 @@ def _kill_group(pgid: int, patience: float = 10.0) -> None:
             os.killpg(pgid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        if not os.path.isdir("/proc") or not _live_members(pgid) or time.monotonic() > deadline:
+        if not os.path.isdir("/proc") or not group_members(pgid) or time.monotonic() > deadline:
             return
         time.sleep(0.02)

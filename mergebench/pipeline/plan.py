@@ -58,10 +58,9 @@ def build_plan(model: str, methods: list[str] | None = None, image_id=lambda ima
     tuned = not methods or TUNED in methods
     names = [m for m in methods or [] if m != TUNED]
     builtin = [m for m in names if m in SUITE_BY_NAME]
-    suite = select_methods(builtin or (None if not methods else []))
-    if methods and not builtin and names:
-        suite = ()  # only plug-ins were asked for
-    suite += tuple(plugin_method(m) for m in names if m not in SUITE_BY_NAME)
+    plugins = [m for m in names if m not in SUITE_BY_NAME]
+    # no names (or only the tuning demo): the whole suite; only plug-ins: just them
+    suite = (select_methods(builtin) if builtin or not plugins else ()) + tuple(map(plugin_method, plugins))
     if model == "tiny":
         plan = tiny_plan(suite, stats_samples or 64, eval_limit, tuned)
     else:

@@ -142,7 +142,4 @@ class ApptainerRuntime(Runtime):
         proc_env = {k: v for k, v in os.environ.items() if not k.startswith(("APPTAINERENV_", "SINGULARITYENV_"))}
         if stage.kind == "fetch" and os.environ.get("HF_TOKEN"):
             proc_env["APPTAINERENV_HF_TOKEN"] = os.environ["HF_TOKEN"]  # only the fetch stage sees the token
-        # --cleanenv drops the lifeline's variable unless it is passed with --env, before the image
-        at = argv.index(str(self.sif(stage.image)))
-        return spawn(argv, log, proc_env, lifeline_env=lambda extra: argv[:at] + [
-            a for k, v in extra.items() for a in ("--env", f"{k}={v}")] + argv[at:])
+        return spawn(argv, log, proc_env, env_prefix="APPTAINERENV_")  # --cleanenv passes only those

@@ -16,6 +16,8 @@ import signal
 import threading
 import time
 
+from mergebench.processes import descendants
+
 ENV = "MERGEBENCH_LIFELINE_FD"
 
 
@@ -24,9 +26,7 @@ class Lifeline:
     child is reaped. The write end is never inherited: a sibling stage must not keep this one alive."""
 
     def __init__(self) -> None:
-        self.fd, self._write = os.pipe()
-        os.set_inheritable(self.fd, True)
-        os.set_inheritable(self._write, False)
+        self.fd, self._write = os.pipe()  # both non-inheritable; Popen's pass_fds hands `fd` to the child
 
     def env(self) -> dict[str, str]:
         return {ENV: str(self.fd)}
@@ -71,32 +71,6 @@ def _watch(fd: int) -> None:
         except OSError:
             break
     kill_tree(os.getpid())
-
-
-def descendants(root: int) -> list[int]:
-    """Every live process below `root`, read from /proc (empty where there is no /proc)."""
-    children: dict[int, list[int]] = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()  # after "pid (comm)": state, ppid, ...
-        if fields and fields[0] != b"Z":
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    out, frontier = [], [root]
-    while frontier:
-        found = [c for p in frontier for c in children.get(p, [])]
-        out += found
-        frontier = found
-    return out
 
 
 def kill_tree(root: int, rounds: int = 20) -> None:

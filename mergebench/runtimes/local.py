@@ -60,18 +60,17 @@ class LocalRuntime(Runtime):
         return spawn(argv, log, {**os.environ, **env, "PYTHONUNBUFFERED": "1"})
 
 
-def spawn(argv: list[str], log: Path, env: dict[str, str], lifeline_env=None) -> LocalHandle:
+def spawn(argv: list[str], log: Path, env: dict[str, str], env_prefix: str = "") -> LocalHandle:
     """Start `argv` in its own session, output appended to `log`, tied to this process by a lifeline:
-    it dies with the runner, however the runner dies. `lifeline_env(names)` adds the variable that
-    names the lifeline's descriptor to argv (for wrappers that clean the environment, like apptainer)."""
+    it dies with the runner, however the runner dies. The variable naming the lifeline's descriptor
+    gets `env_prefix` (APPTAINERENV_ for `apptainer exec --cleanenv`, which passes only those)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     lifeline = Lifeline()
     fh = open(log, "a")
-    if lifeline_env is not None:
-        argv = lifeline_env(lifeline.env())
     try:
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, pass_fds=(lifeline.fd,),
-                                env={**env, **lifeline.env()}, start_new_session=True)
+                                env={**env, **{env_prefix + k: v for k, v in lifeline.env().items()}},
+                                start_new_session=True)
     except BaseException:
         lifeline.close()
         fh.close()
