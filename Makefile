@@ -13,7 +13,7 @@ WORKSPACE ?= workspace
 # else every GPU `nvidia-smi -L` lists, else none (the tiny profile needs none).
 GPUS ?= $(or $(CUDA_VISIBLE_DEVICES),$(shell nvidia-smi -L 2>/dev/null | sed -n 's/^GPU \([0-9]*\):.*/\1/p' | paste -sd, -))
 
-.PHONY: venv test lint bench bench-stats reproduce clean images images-ci locks locks-check
+.PHONY: venv test lint bench bench-stats reproduce rehearse clean images images-ci locks locks-check
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,24 @@ lint: venv
 reproduce: venv
 	$(VENV)/bin/mergebench reproduce --model $(MODEL) --runtime $(RUNTIME) --workspace $(WORKSPACE) \
 	    $(if $(filter tiny,$(MODEL)),,$(if $(GPUS),--gpus $(GPUS)))
+
+# The real path of a hub family run on this machine (`mergebench rehearse`, docs/rehearsal.md): SmolLM2-135M and
+# few-step specialists served by a hub double on 127.0.0.1, then `reproduce` with the real harnesses on the CPU,
+# once per runtime in REHEARSE_RUNTIMES (docker builds the CPU images first). BIGCODE_SRC=<a clone of
+# bigcode-evaluation-harness at its pinned commit> adds bigcode on the local runtime (the bigcode image has no
+# CPU track yet); REHEARSE_ARGS passes more options.
+REHEARSE_RUNTIMES ?= local docker
+BIGCODE_SRC ?=
+REHEARSE_ARGS ?=
+rehearse: venv
+	@set -e; for rt in $(REHEARSE_RUNTIMES); do \
+	  extra=""; \
+	  if [ "$$rt" = docker ]; then scripts/ci-docker.sh; \
+	  elif [ -n "$(BIGCODE_SRC)" ]; then extra="--bigcode-source $(BIGCODE_SRC)"; fi; \
+	  echo "=== rehearsal on the $$rt runtime"; \
+	  $(VENV)/bin/mergebench rehearse --runtime $$rt --workspace workspace-rehearsal-$$rt \
+	      --results results-rehearsal-$$rt $$extra $(REHEARSE_ARGS); \
+	done
 
 bench: venv
 	$(PY) benchmarks/merge_speed.py

@@ -44,6 +44,7 @@ def tiny_run(tmp_path_factory):
 #: skip under CI=true fails the test (a missing engine must not pass as green).
 CI_SKIP_ALLOWED = (
     "apptainer is not installed",  # not installable on Debian here; its exact argv is tested
+    "bigcode-evaluation-harness source is not present",  # GitHub is unreachable from CI; run where a clone is
 )
 
 

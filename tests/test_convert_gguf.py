@@ -42,6 +42,16 @@ def test_the_import_is_the_real_model_in_bf16(smollm2):
     assert sum(t.numel() for t in load_all(smollm2).values()) == 134_515_008
 
 
+def test_the_import_is_a_plain_checkpoint_that_saves_again(smollm2, tmp_path):
+    """Not marked as GGUF-quantized: loaded back, it can be finetuned and saved (the rehearsal's specialists)."""
+    from transformers import AutoModelForCausalLM
+
+    assert "quantization_config" not in json.loads((smollm2 / "config.json").read_text())
+    model = AutoModelForCausalLM.from_pretrained(str(smollm2), dtype=torch.bfloat16)
+    model.save_pretrained(str(tmp_path / "again"))
+    assert (tmp_path / "again" / "model.safetensors").is_file()
+
+
 def test_weights_equal_transformers_own_dequantization(smollm2):
     from transformers import AutoModelForCausalLM
 

@@ -182,3 +182,47 @@ def test_a_restarted_runner_adopts_the_container_of_a_killed_one(client, tmp_pat
     assert f"[runner] adopted container {running[0].short_id}" in log
     assert "[merge/dare] done in" in log and "waiting:" not in log  # no second process ever wanted the stage
     assert client.containers.list(all=True, filters=label) == []
+
+
+def test_only_hub_stages_get_a_network_the_token_and_the_endpoint(monkeypatch, tmp_path):
+    """The settings handed to the Docker SDK: fetch kinds on MERGEBENCH_FETCH_NETWORK (the rehearsal's
+    "host", to reach a hub on loopback) with HF_TOKEN and HF_ENDPOINT; every other stage on no network."""
+    from mergebench.pipeline.stage import Stage
+    from mergebench.runtimes.docker import DockerRuntime
+
+    class Containers:
+        def __init__(self):
+            self.runs = []
+
+        def list(self, **kwargs):
+            return []
+
+        def run(self, **kwargs):
+            self.runs.append(kwargs)
+            return None
+
+    class Client:
+        containers = Containers()
+
+        class images:  # noqa: N801 - the SDK's attribute name
+            @staticmethod
+            def get(tag):
+                raise LookupError(tag)
+
+    rt = DockerRuntime(client=Client())
+    monkeypatch.setenv("MERGEBENCH_FETCH_NETWORK", "host")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr("mergebench.runtimes.docker.DockerHandle", lambda container, log, since=None: container)
+    env = {"MERGEBENCH_WORKSPACE": str(tmp_path)}
+    for kind in ("fetch_tasks", "fetch", "eval"):
+        rt.start(Stage(kind, kind, {}, {}, "lmeval", 0, "ab" * 32), tmp_path / "spec.json", tmp_path / "log", [], env)
+    fetch_tasks, fetch, evaluation = Client.containers.runs
+    for hub in (fetch_tasks, fetch):
+        assert hub["network_mode"] == "host"
+        assert hub["environment"]["HF_TOKEN"] == "hf_secret" and hub["environment"]["HF_ENDPOINT"] == "http://127.0.0.1:9"
+    assert evaluation["network_mode"] == "none"
+    assert "HF_TOKEN" not in evaluation["environment"] and "HF_ENDPOINT" not in evaluation["environment"]
+    monkeypatch.delenv("MERGEBENCH_FETCH_NETWORK")
+    assert rt.container_kwargs(Stage("fetch", "fetch", {}, {}, "train", 0, "ab" * 32), tmp_path, [], env)[
+        "network_mode"] == "bridge"

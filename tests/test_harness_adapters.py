@@ -128,6 +128,8 @@ def test_eval_cli_runs_the_venvs_lm_eval_with_the_limit(tiny_run, tmp_path):
     assert "Couldn't reach 'openai/gsm8k' on the Hub (OfflineModeIsEnabled)" in log  # lm_eval itself ran ...
     assert f"{sys.prefix}/lib/" in log  # ... the venv's, found though PATH lacks the venv
     assert "exited with code" in run.stderr and str(Path(sys.executable).parent) not in env["PATH"]
+    # the kit names the dataset and the stage that prepares it
+    assert "dataset openai/gsm8k is not in the HF cache" in run.stderr and "--force fetch/lmeval" in run.stderr
 
 
 def test_eval_limit_is_refused_where_the_harness_has_none(tiny_run, tmp_path):

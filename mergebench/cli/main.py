@@ -12,6 +12,7 @@ from mergebench.cli.eval_cmd import eval_command
 from mergebench.cli.hpc_cmd import COMMANDS as HPC_COMMANDS
 from mergebench.cli.merge_cmd import merge_command, methods_command
 from mergebench.cli.pipeline_cmd import plan_command, reproduce_command, stage_group
+from mergebench.cli.rehearse_cmd import rehearse_command
 from mergebench.cli.results_cmd import results
 from mergebench.cli.stats_cmd import stats_command
 from mergebench.cli.tiny_cmd import COMMANDS as TINY_COMMANDS
@@ -40,7 +41,7 @@ def main() -> None:
 
 
 for command in (merge_command, methods_command, stats_command, eval_command, *TINY_COMMANDS, plan_command, reproduce_command,
-                stage_group, *HPC_COMMANDS, results, convert_group):
+                stage_group, *HPC_COMMANDS, results, convert_group, rehearse_command):
     main.add_command(command)
 
 if __name__ == "__main__":

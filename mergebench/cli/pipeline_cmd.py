@@ -28,12 +28,36 @@ def _gpus(text: str | None) -> list[int]:
         raise MergeBenchError(f"--gpus {text!r}: expected GPU indices such as 0,1,2") from None
 
 
-def _build(model: str, methods: tuple[str, ...], runtime_name: str, eval_limit: int | None = None):
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return tuple(t.strip() for t in text.split(",") if t.strip()) if text else None
+
+
+def scope_options(command):
+    """--harnesses/--tasks/--eval-models/--device/--gen-kwargs: a slice of a hub family's evaluations."""
+    for option in reversed([
+        click.option("--harnesses", help="hub families: evaluate with only these harnesses (lmeval,bigcode,safety)"),
+        click.option("--tasks", help="hub families: only these tasks, e.g. gsm8k_cot,ifeval,arc_fr,humanevalplus"),
+        click.option("--eval-models", help="hub families: evaluate only these models, e.g. base,math,merge:ties"),
+        click.option("--device", type=click.Choice(["gpu", "cpu"]), default="gpu", show_default=True,
+                     help="hub families: cpu runs every stage without a GPU (rehearsals; not safety-eval)"),
+        click.option("--gen-kwargs", help="hub families: lm-eval --gen_kwargs override (short smoke runs only)"),
+    ]):
+        command = option(command)
+    return command
+
+
+def _scope(harnesses=None, tasks=None, eval_models=None, device="gpu", gen_kwargs=None):
+    from mergebench.pipeline.plan import HARNESSES, EvalScope
+
+    return EvalScope(_names(harnesses) or HARNESSES, _names(tasks), _names(eval_models), None, device, gen_kwargs)
+
+
+def _build(model: str, methods: tuple[str, ...], runtime_name: str, eval_limit: int | None = None, scope=None):
     from mergebench.pipeline.plan import build_plan
     from mergebench.runtimes import get_runtime
 
     runtime = get_runtime(runtime_name)
-    plan = build_plan(model, list(methods) or None, image_id=runtime.image_id, eval_limit=eval_limit)
+    plan = build_plan(model, list(methods) or None, image_id=runtime.image_id, eval_limit=eval_limit, scope=scope)
     return plan, runtime
 
 
@@ -47,11 +71,13 @@ def _default_runtime(model: str) -> str:
 @click.option("--runtime", type=click.Choice(["local", "docker", "apptainer", "slurm"]), help="default: local for tiny, else docker")
 @click.option("--workspace", default=DEFAULT_WORKSPACE, show_default=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="print the plan as JSON")
-def plan_command(model, methods, runtime, workspace, as_json):
-    """Print the stage DAG with each stage's key, image, GPU need and status."""
+@click.option("--eval-limit", type=int, help="evaluate only the first N rows of each task (smoke runs)")
+@scope_options
+def plan_command(model, methods, runtime, workspace, as_json, eval_limit, **scope):
+    """Print the stage DAG with each stage's key, image, GPU need and status, and what each fetch stage brings."""
     from mergebench.pipeline.workspace import Workspace
 
-    plan, _ = _build(model, methods, runtime or _default_runtime(model))
+    plan, _ = _build(model, methods, runtime or _default_runtime(model), eval_limit, _scope(**scope))
     ws = Workspace(workspace)
     if as_json:
         click.echo(json.dumps([{**s.to_dict(), "done": ws.is_complete(s)} for s in plan.stages], indent=2))
@@ -66,6 +92,22 @@ def plan_command(model, methods, runtime, workspace, as_json):
         table.add_row(s.name, s.kind, s.key[:12], s.image, str(s.gpus), reads_text or "-",
                       "[green]done[/]" if done else "to run")
     print_table(table)
+    for line in brought_lines(plan.stages):
+        click.echo(line)
+
+
+def brought_lines(stages) -> list[str]:
+    """What each fetch stage brings into the workspace, one line per stage (after it, nothing is fetched)."""
+    lines = []
+    for s in stages:
+        if s.kind == "fetch_tasks":
+            things = [*s.params.get("datasets", []), *[f"nltk {n}" for n in s.params.get("nltk", [])],
+                      *[f"judge {m}" for m in s.params.get("models", [])]]
+            lines.append(f"{s.name} ({s.image} image) brings: {', '.join(things)}")
+        elif s.kind == "fetch":
+            models = [f"{role} {src}" for role, src in s.params["models"].items()]
+            lines.append(f"{s.name} brings: {', '.join(models + s.params.get('datasets', []))}")
+    return lines
 
 
 @click.command("reproduce")
@@ -80,13 +122,14 @@ def plan_command(model, methods, runtime, workspace, as_json):
 @click.option("--jobs", default=min(4, os.cpu_count() or 1), show_default=True,
               help="CPU stages run at once (each gets cores/jobs threads)")
 @click.option("--eval-limit", type=int, help="evaluate only the first N rows of each task (smoke runs)")
-def reproduce_command(model, methods, runtime, gpus, workspace, results_dir, force, jobs, eval_limit):
+@scope_options
+def reproduce_command(model, methods, runtime, gpus, workspace, results_dir, force, jobs, eval_limit, **scope):
     """Run fetch → [stats] → merge → eval → report for one family, resuming completed stages."""
     from mergebench.cli.progress import RunProgress, clock
     from mergebench.pipeline.runner import Runner
     from mergebench.pipeline.workspace import Workspace
 
-    plan, rt = _build(model, methods, runtime or _default_runtime(model), eval_limit)
+    plan, rt = _build(model, methods, runtime or _default_runtime(model), eval_limit, _scope(**scope))
     ws = Workspace(workspace)
     console = Console(stderr=True)
     progress = RunProgress(len(plan.stages), lambda name: ws.log(plan.by_name[name]), console)

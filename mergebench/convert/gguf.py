@@ -9,6 +9,7 @@ weights: an import exists completely or not at all.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -67,7 +68,12 @@ def import_gguf(gguf: Path, out: Path, dtype: str = "bfloat16", force: bool = Fa
     try:
         loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=target)
+        config = copy.deepcopy(loaded.config)
+        # the GGUF reader marks the config as quantized; the weights written here are plain, and a model
+        # loaded from a config that says otherwise refuses save_pretrained (so finetuning it would fail)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        fresh = AutoModelForCausalLM.from_config(config, dtype=target)
         fresh.load_state_dict({k: v.to(target) for k, v in loaded.state_dict().items()}, strict=True)
         fresh.generation_config = loaded.generation_config
         fresh.save_pretrained(str(tmp))

@@ -22,7 +22,7 @@ from mergebench.pipeline.manifest import stage_manifest
 from mergebench.pipeline.stage import Stage
 from mergebench.pipeline.workspace import MANIFEST, Workspace
 
-KINDS = ("tiny_build", "fetch", "local_family", "stats", "merge", "eval", "tune", "report")
+KINDS = ("tiny_build", "fetch", "fetch_tasks", "local_family", "stats", "merge", "eval", "tune", "report")
 
 
 @dataclass

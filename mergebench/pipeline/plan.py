@@ -8,7 +8,7 @@ harnesses, and runs GPU stages in the harness images.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mergebench.catalog import DOMAIN_NAMES, validation_repo
 from mergebench.catalog.families import Family, load_family
@@ -53,8 +53,10 @@ class Plan:
 
 
 def build_plan(model: str, methods: list[str] | None = None, image_id=lambda image: image,
-               stats_samples: int | None = None, eval_limit: int | None = None) -> Plan:
-    """`eval_limit` caps the rows per evaluation task (smoke runs and tests); it is part of the keys."""
+               stats_samples: int | None = None, eval_limit: int | None = None,
+               scope: EvalScope | None = None) -> Plan:
+    """`eval_limit` caps the rows per evaluation task (smoke runs and tests); it is part of the keys.
+    `scope` narrows a hub plan's evaluations (EvalScope); the tiny profile has its own suite."""
     tuned = not methods or TUNED in methods
     names = [m for m in methods or [] if m != TUNED]
     builtin = [m for m in names if m in SUITE_BY_NAME]
@@ -64,7 +66,10 @@ def build_plan(model: str, methods: list[str] | None = None, image_id=lambda ima
     if model == "tiny":
         plan = tiny_plan(suite, stats_samples or 64, eval_limit, tuned)
     else:
-        plan = hub_plan(load_family(model), suite, stats_samples or 1000)
+        scope = scope or EvalScope()
+        if eval_limit is not None:
+            scope = replace(scope, limit=eval_limit)
+        plan = hub_plan(load_family(model), suite, stats_samples or 1000, scope)
     plan.assign_keys(image_id)
     return plan
 
@@ -123,31 +128,111 @@ def tiny_plan(suite: tuple[SuiteMethod, ...], samples: int, eval_limit: int | No
     return plan
 
 
-def hub_plan(family: Family, suite: tuple[SuiteMethod, ...], samples: int) -> Plan:
+HARNESSES = ("lmeval", "bigcode", "safety")
+HARNESS_IMAGES = {"lmeval": "lmeval", "bigcode": "bigcode", "safety": "safety"}
+
+
+@dataclass(frozen=True)
+class EvalScope:
+    """What a hub plan evaluates: MergeBench's whole protocol by default; a slice (some harnesses, some
+    tasks, some models, every stage on the CPU) for rehearsals and CI. Every field is in the stage keys."""
+
+    harnesses: tuple[str, ...] = HARNESSES
+    #: Task names of the chosen harnesses (None: all of MergeBench's).
+    tasks: tuple[str, ...] | None = None
+    #: Model labels to evaluate: base, a domain, multitask, merge:<method> (None: every one).
+    models: tuple[str, ...] | None = None
+    limit: int | None = None
+    #: "gpu" (MergeBench's) or "cpu": no stage asks for a GPU and the harnesses are told so.
+    device: str = "gpu"
+    #: lm-eval --gen_kwargs for slices that must stay short (None: the tasks' own generation settings).
+    gen_kwargs: str | None = None
+
+    def __post_init__(self):
+        unknown = [h for h in self.harnesses if h not in HARNESSES]
+        if unknown or not self.harnesses:
+            raise MergeBenchError(f"harness {unknown[0] if unknown else '(none)'!r}: expected some of "
+                                  f"{', '.join(HARNESSES)}")
+        if self.device not in ("gpu", "cpu"):
+            raise MergeBenchError(f"device {self.device!r}: expected gpu or cpu")
+        if self.device == "cpu" and "safety" in self.harnesses:
+            raise MergeBenchError("safety-eval generates with vLLM and needs a GPU: leave out the safety harness "
+                                  "on the CPU (harnesses lmeval,bigcode)")
+        known = {t for h in self.harnesses for t in harness_tasks(h)}
+        stray = [t for t in self.tasks or () if t not in known]
+        if stray:
+            raise MergeBenchError(f"task {stray[0]!r} is not one of the chosen harnesses' ({', '.join(self.harnesses)}): "
+                                  f"{', '.join(sorted(known))}")
+
+    def tasks_of(self, harness: str) -> tuple[str, ...]:
+        every = harness_tasks(harness)
+        return every if self.tasks is None else tuple(t for t in every if t in self.tasks)
+
+
+def harness_tasks(harness: str) -> tuple[str, ...]:
+    from mergebench.evaluation.adapters import ADAPTERS
+
+    return ADAPTERS[harness].TASKS
+
+
+def fetch_params(harness: str, tasks: tuple[str, ...]) -> dict:
+    """What the fetch stage of `harness` brings: each task's hub dataset, NLTK data, the judge."""
+    from mergebench.evaluation.adapters import bigcode, lmeval, safety
+
+    if harness == "lmeval":
+        refs = [lmeval.TASK_DATASETS[t] for t in tasks]
+        return {"datasets": sorted({f"{r}:{c}" if c else r for r, c in refs}), "nltk": list(lmeval.NLTK_PACKAGES)}
+    if harness == "bigcode":
+        return {"datasets": sorted({bigcode.TASK_DATASETS[t] for t in tasks})}
+    refs = [safety.TASK_DATASETS[t] for t in tasks]
+    return {"datasets": sorted({f"{r}:{c}" for r, c in filter(None, refs)}), "models": [safety.JUDGE]}
+
+
+def hub_plan(family: Family, suite: tuple[SuiteMethod, ...], samples: int, scope: EvalScope = EvalScope()) -> Plan:
     plan = Plan(family.name)
-    # Data-dependent methods read each domain's validation set: fetched with the models, so every later
-    # stage can run with the hub offline.
+    gpus = 0 if scope.device == "cpu" else 1
+    # Every later stage runs with the hub offline: each harness's data is prepared in its own image first
+    # (fetch/<harness>), and the family's fetch, which every other stage reads, comes after them.
+    prepared = {}
+    for harness in scope.harnesses:
+        tasks = scope.tasks_of(harness)
+        if tasks:
+            prepared[f"tasks_{harness}"] = plan.add(Stage(
+                f"fetch/{harness}", "fetch_tasks", {"harness": harness, "tasks": list(tasks),
+                                                    **fetch_params(harness, tasks)},
+                {}, HARNESS_IMAGES[harness])).name
+    # Data-dependent methods read each domain's validation set: fetched with the models.
     datasets = [validation_repo(d) for d in DOMAIN_NAMES] if any(m.stats or m.data for m in suite) else []
     plan.add(Stage("fetch", "fetch", {"model": family.name, "models": family.models, "local": family.local,
-                                      "datasets": datasets}, {}, "train"))
-    merges = _merge_and_stats(plan, suite, "fetch", samples, gpus=1)
+                                      "datasets": datasets}, prepared, "train"))
+    merges = _merge_and_stats(plan, suite, "fetch", samples, gpus=gpus)
     evals = {}
     models = [("base", {}), *[(d, {}) for d in DOMAIN_NAMES]] + ([("multitask", {})] if family.multitask else [])
     models += [(m.replace("/", ":"), {"model": m}) for m in merges]
+    if scope.models is not None:
+        labels = [label for label, _ in models]
+        stray = [m for m in scope.models if m not in labels]
+        if stray:
+            raise MergeBenchError(f"evaluate model {stray[0]!r}: this plan has {', '.join(labels)}")
+        models = [(label, extra) for label, extra in models if label in scope.models]
+    common = {k: v for k, v in (("limit", scope.limit), ("device", "cpu" if gpus == 0 else None),
+                                ("gen_kwargs", scope.gen_kwargs)) if v is not None}
     for label, extra in models:
         inputs = {"family": "fetch", **extra}
-        evals[f"{label}/lmeval"] = plan.add(Stage(
-            f"eval/{label}/lmeval", "eval", {"suite": "mergebench", "harness": "lmeval", "model": label},
-            inputs, "lmeval", gpus=1)).name
-        gen = plan.add(Stage(f"eval/{label}/bigcode-generate", "eval",
-                             {"suite": "mergebench", "harness": "bigcode", "phase": "generate", "model": label},
-                             inputs, "bigcode", gpus=1))
-        evals[f"{label}/bigcode"] = plan.add(Stage(
-            f"eval/{label}/bigcode", "eval",
-            {"suite": "mergebench", "harness": "bigcode", "phase": "execute", "model": label, "sandbox": True},
-            {**inputs, "generations": gen.name}, "bigcode", gpus=0)).name
-        evals[f"{label}/safety"] = plan.add(Stage(
-            f"eval/{label}/safety", "eval", {"suite": "mergebench", "harness": "safety", "model": label},
-            inputs, "safety", gpus=1)).name
+        for harness in scope.harnesses:
+            tasks = scope.tasks_of(harness)
+            if not tasks:
+                continue
+            params = {"suite": "mergebench", "harness": harness, "model": label, **common,
+                      **({"tasks": list(tasks)} if scope.tasks is not None else {})}
+            if harness != "bigcode":
+                evals[f"{label}/{harness}"] = plan.add(Stage(
+                    f"eval/{label}/{harness}", "eval", params, inputs, HARNESS_IMAGES[harness], gpus=gpus)).name
+                continue
+            gen = plan.add(Stage(f"eval/{label}/bigcode-generate", "eval", {**params, "phase": "generate"},
+                                 inputs, "bigcode", gpus=gpus))
+            evals[f"{label}/bigcode"] = plan.add(Stage(
+                f"eval/{label}/bigcode", "eval", {**params, "phase": "execute", "sandbox": True},
+                {**inputs, "generations": gen.name}, "bigcode", gpus=0)).name
     plan.add(Stage("report", "report", {"model": family.name}, {f"eval:{k}": v for k, v in evals.items()}, "train"))
     return plan

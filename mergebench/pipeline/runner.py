@@ -17,7 +17,7 @@ from mergebench.errors import MergeBenchError
 from mergebench.pipeline.execute import write_spec
 from mergebench.pipeline.lock import WorkspaceLock
 from mergebench.pipeline.plan import Plan
-from mergebench.pipeline.stage import Stage
+from mergebench.pipeline.stage import HUB_KINDS, Stage
 from mergebench.pipeline.workspace import Workspace
 from mergebench.runtimes.base import Handle, Runtime
 
@@ -45,7 +45,7 @@ def stage_env(ws: Workspace, kind: str, threads: int | None = None) -> dict[str,
     env = {"HF_HOME": str(ws.hf_home), "MERGEBENCH_WORKSPACE": str(ws.root)}
     if threads:
         env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
-    if kind != "fetch":
+    if kind not in HUB_KINDS:
         env.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     return env
 

@@ -18,7 +18,7 @@ from mergebench.errors import MergeBenchError
 from mergebench.pipeline.stage import CATEGORY, Stage
 
 MANIFEST = "manifest.json"
-SUBDIRS = ("hf", "models", "stats", "evals", "reports", "runs")
+SUBDIRS = ("hf", "models", "data", "stats", "evals", "reports", "runs")
 
 
 class Workspace:

@@ -23,7 +23,7 @@ from pathlib import Path
 from mergebench import __version__
 from mergebench.errors import MergeBenchError
 from mergebench.files import sha256_file
-from mergebench.pipeline.stage import Stage
+from mergebench.pipeline.stage import HUB_KINDS, Stage
 from mergebench.runtimes.base import Handle, Runtime
 from mergebench.runtimes.local import spawn
 
@@ -140,6 +140,6 @@ class ApptainerRuntime(Runtime):
         # with --nv every host GPU is visible, so the host's indices select the ones given to this stage
         argv = self.command(stage, spec, len(gpus), env, ",".join(map(str, gpus)))
         proc_env = {k: v for k, v in os.environ.items() if not k.startswith(("APPTAINERENV_", "SINGULARITYENV_"))}
-        if stage.kind == "fetch" and os.environ.get("HF_TOKEN"):
+        if stage.kind in HUB_KINDS and os.environ.get("HF_TOKEN"):
             proc_env["APPTAINERENV_HF_TOKEN"] = os.environ["HF_TOKEN"]  # only the fetch stage sees the token
         return spawn(argv, log, proc_env, env_prefix="APPTAINERENV_")  # --cleanenv passes only those

@@ -18,11 +18,18 @@ import threading
 from pathlib import Path
 
 from mergebench.errors import MergeBenchError
-from mergebench.pipeline.stage import Stage
+from mergebench.pipeline.stage import HUB_ENV, HUB_KINDS, Stage
 from mergebench.runtimes.base import Handle, Runtime, batch_log_path
 from mergebench.runtimes.images import cache_env, image_tag
 
 LABEL = "org.mergebench"
+
+
+def fetch_network() -> str:
+    """The Docker network of the stages that reach the hub: the default bridge, or what
+    MERGEBENCH_FETCH_NETWORK names ("host" when the hub is a server on this host's loopback, as in
+    `make rehearse`; a dockerd started with --bridge=none has no bridge)."""
+    return os.environ.get("MERGEBENCH_FETCH_NETWORK") or "bridge"
 
 
 def sandbox_kwargs() -> dict:
@@ -159,7 +166,7 @@ class DockerRuntime(Runtime):
                             "MERGEBENCH_IMAGE": self.tag(stage.image), **self.provenance(stage.image)},
             "ipc_mode": "host",
             "init": True,  # PID 1 that forwards SIGTERM: `docker stop` then really stops the stage
-            "network_mode": "bridge" if stage.kind == "fetch" else "none",
+            "network_mode": fetch_network() if stage.kind in HUB_KINDS else "none",
             "labels": {f"{LABEL}.stage": names or stage.name, f"{LABEL}.key": stage.key, f"{LABEL}.workspace": ws},
             "working_dir": ws,
         }
@@ -171,8 +178,8 @@ class DockerRuntime(Runtime):
 
     def start(self, stage: Stage, spec: Path, log: Path, gpus: list[int], env: dict[str, str]) -> Handle:
         log.parent.mkdir(parents=True, exist_ok=True)
-        if stage.kind == "fetch" and os.environ.get("HF_TOKEN"):
-            env = {**env, "HF_TOKEN": os.environ["HF_TOKEN"]}  # only the fetch stage sees the token
+        if stage.kind in HUB_KINDS:  # only the fetch stages see the token and where the hub is
+            env = {**env, **{k: os.environ[k] for k in ("HF_TOKEN", *HUB_ENV) if os.environ.get(k)}}
         kwargs = self.container_kwargs(stage, spec, gpus, env)
         return self._adopt(kwargs["labels"], log) or DockerHandle(self.client.containers.run(**kwargs), log)
 

@@ -31,7 +31,7 @@ from mergebench.errors import MergeBenchError
 from mergebench.pipeline.execute import write_spec
 from mergebench.pipeline.lock import WorkspaceLock
 from mergebench.pipeline.plan import Plan
-from mergebench.pipeline.stage import Stage
+from mergebench.pipeline.stage import HUB_KINDS, Stage
 from mergebench.pipeline.workspace import MANIFEST, Workspace
 from mergebench.runtimes.base import Handle, Runtime
 from mergebench.runtimes.hpc_config import HpcConfig, load_config
@@ -248,12 +248,12 @@ class SlurmRuntime(Runtime):
         q = shlex.quote
         lines = [f"cd {q(ws)}"]
         lines += [f"export {k}={q(v)}" for k, v in {**env, "PYTHONUNBUFFERED": "1"}.items()]
-        if stage.kind != "fetch":
+        if stage.kind not in HUB_KINDS:
             lines.append("unset " + " ".join(TOKENS))  # only the fetch stage may see a hub token
         command = shlex.join(self.stage_command(stage, spec, env))
         if self.apptainer:
             lines.append(f"mkdir -p {q(ws + '/runs/.home')}")
-            if stage.kind == "fetch":  # the token through the environment, never on a command line
+            if stage.kind in HUB_KINDS:  # the token through the environment, never on a command line
                 lines.append('if [ -n "${HF_TOKEN:-}" ]; then export APPTAINERENV_HF_TOKEN="$HF_TOKEN"; fi')
             # the devices Slurm gave this job, expanded when the job runs (placed before the SIF argument)
             sif = q(str(self.apptainer.sif(stage.image)))

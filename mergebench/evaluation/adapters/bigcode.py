@@ -10,18 +10,27 @@ the per-task metric files are combined into one code_eval.json of the harness's 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from mergebench.errors import MergeBenchError
-from mergebench.evaluation.adapters.invocation import OFFLINE_ENV, HarnessRun, Sandbox
+from mergebench.evaluation.adapters.invocation import OFFLINE_ENV, HarnessRun, Sandbox, hub_error
 from mergebench.evaluation.parsers.bigcode import parse_bigcode
 from mergebench.evaluation.records import ResultRecord
 
 IMAGE = "bigcode"
 EXEC_IMAGE = "bigcode"  # the same harness, run with the sandbox's container settings and no GPU
 TASKS = ("humanevalplus", "mbppplus")
+#: The hub dataset each task reads (the harness's DATASET_PATH): what the plan's fetch/bigcode stage prepares.
+TASK_DATASETS = {"humanevalplus": "evalplus/humanevalplus", "mbppplus": "evalplus/mbppplus"}
+#: Where the harness's checkout is: its place in the bigcode image, or MERGEBENCH_BIGCODE_DIR (a local clone
+#: of the pinned commit, for the local runtime).
 HARNESS_DIR = "/opt/bigcode-evaluation-harness"
+
+
+def harness_dir() -> str:
+    return os.environ.get("MERGEBENCH_BIGCODE_DIR") or HARNESS_DIR
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,13 @@ class BigcodeSettings:
     seed: int = 0
     limit: int | None = None
     sandbox: Sandbox = Sandbox()
+
+
+def check_tasks(tasks) -> tuple[str, ...]:
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise MergeBenchError(f"bigcode task {unknown[0]!r}: expected one of {', '.join(TASKS)}")
+    return tuple(tasks)
 
 
 def _common(s: BigcodeSettings, task: str) -> list[str]:
@@ -60,9 +76,8 @@ def runs(model: str, out_dir: str | Path, settings: BigcodeSettings = BigcodeSet
     """
     out_root = Path(out_dir) / "bigcode"
     result = []
-    for task in tasks:
-        if task not in TASKS:
-            raise MergeBenchError(f"bigcode task {task!r}: expected one of {', '.join(TASKS)}")
+    workdir = harness_dir()
+    for task in check_tasks(tasks):
         gen = ["accelerate", "launch", "main.py", "--model", model, *_common(settings, task),
                "--generation_only", "--save_generations", "--save_generations_path", str(out_root / "generations.json")]
         exe = ["python", "main.py", "--model", model, *_common(settings, task), "--allow_code_execution",
@@ -70,9 +85,9 @@ def runs(model: str, out_dir: str | Path, settings: BigcodeSettings = BigcodeSet
                "--metric_output_path", str(out_root / f"code_eval_{task}.json")]
         env = dict(OFFLINE_ENV)
         result.append(HarnessRun("bigcode", f"bigcode-generate-{task}", IMAGE, tuple(gen), str(out_root), env,
-                                 gpus=1, workdir=HARNESS_DIR))
+                                 gpus=1, workdir=workdir))
         result.append(HarnessRun("bigcode", f"bigcode-execute-{task}", EXEC_IMAGE, tuple(exe), str(out_root),
-                                 {**env, "HF_ALLOW_CODE_EVAL": "1"}, gpus=0, workdir=HARNESS_DIR,
+                                 {**env, "HF_ALLOW_CODE_EVAL": "1"}, gpus=0, workdir=workdir,
                                  sandbox=settings.sandbox))
     return result
 
@@ -100,5 +115,31 @@ def combine(out_dir: str | Path, tasks: tuple[str, ...] = TASKS) -> Path:
     return target
 
 
-def parse(out_dir: str | Path, model_label: str) -> ResultRecord:
-    return parse_bigcode(combine(out_dir), model=model_label)
+def parse(out_dir: str | Path, model_label: str, tasks: tuple[str, ...] = TASKS) -> ResultRecord:
+    return parse_bigcode(combine(out_dir, tasks), model=model_label)
+
+
+def prepare(tasks: tuple[str, ...], out: Path, say=print) -> dict:
+    """With the hub reachable: each task built by the harness itself (its `Task.__init__` loads its dataset
+    with this environment's `datasets`), in the harness's checkout. The harness only warns when a load
+    fails, so each task's dataset is checked to be there. Runs in the bigcode image."""
+    import sys
+
+    root = harness_dir()
+    if not Path(root, "bigcode_eval").is_dir():
+        raise MergeBenchError(f"fetch for bigcode: no bigcode-evaluation-harness checkout at {root} "
+                              "(set MERGEBENCH_BIGCODE_DIR to a clone of its pinned commit, or run in the bigcode image)")
+    sys.path.insert(0, root)
+    from bigcode_eval.tasks import get_task
+
+    for task in check_tasks(tasks):
+        repo = TASK_DATASETS[task]
+        say(f"[fetch] bigcode {task}: {repo}")
+        try:
+            loaded = getattr(get_task(task), "dataset", None)
+        except Exception as e:  # noqa: BLE001 - one line naming the repo
+            raise MergeBenchError(f"fetch {repo} for bigcode task {task}: {hub_error(e)}") from None
+        if loaded is None:
+            raise MergeBenchError(f"fetch {repo} for bigcode task {task}: the harness could not load it "
+                                  "(its warning is above)")
+    return {"tasks": list(tasks), "harness_dir": root}

@@ -4,6 +4,7 @@ turn what they wrote into one result record. Used by `mergebench eval` and the p
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,8 +44,28 @@ def run_processes(runs: list[HarnessRun], harness: str, label: str, log_dir: Pat
             raise MergeBenchError(f"{harness} for model {label}: {run.argv[0]!r} not found; run this inside the "
                                   f"{run.image} image (or install the harness)") from None
         if code != 0:
+            missing = missing_dataset(log)
+            if missing:
+                raise MergeBenchError(f"{harness} run {run.name} for model {label} exited with code {code}: dataset "
+                                      f"{missing} is not in the "
+                                      f"HF cache (HF_HOME={os.environ.get('HF_HOME', '~/.cache/huggingface')}); the "
+                                      f"plan's fetch/{harness} stage prepares it (mergebench reproduce --force "
+                                      f"fetch/{harness}); its log: {log}")
             raise MergeBenchError(f"{harness} run {run.name} for model {label} exited with code {code}; "
                                   f"its log: {log}")
+
+
+#: How `datasets` says, with the hub offline, that a dataset was never prepared in its cache.
+OFFLINE_MISS = re.compile(r"Couldn't reach '([^']+)' on the Hub")
+
+
+def missing_dataset(log: Path) -> str | None:
+    """The dataset a harness's run could not find offline, from its log, or None."""
+    try:
+        found = OFFLINE_MISS.findall(log.read_text(errors="replace")[-200_000:])
+    except OSError:
+        return None
+    return found[-1] if found else None
 
 
 def combine_records(records: list[ResultRecord], label: str, harness: str) -> ResultRecord:

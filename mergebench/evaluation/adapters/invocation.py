@@ -48,3 +48,14 @@ class HarnessRun:
 
 #: Environment every evaluation stage runs with: after the fetch stage the hub is never contacted.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def hub_error(e: BaseException) -> str:
+    """One line for a failed download: the error's kind and first line, and for a gated repository
+    (401/403, or the hub's GatedRepo) how to get access."""
+    lines = str(e).strip().splitlines()
+    text = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+    if "gated" in text.lower() or "401" in text or "403" in text or type(e).__name__ == "GatedRepoError":
+        return (f"{type(e).__name__} (gated: set HF_TOKEN to a token with access to it, after accepting its "
+                "terms on its hub page)")
+    return text

@@ -12,12 +12,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mergebench.errors import MergeBenchError
-from mergebench.evaluation.adapters.invocation import OFFLINE_ENV, HarnessRun
+from mergebench.evaluation.adapters.invocation import OFFLINE_ENV, HarnessRun, hub_error
 from mergebench.evaluation.parsers.safety import parse_safety
 from mergebench.evaluation.records import ResultRecord
 
 IMAGE = "safety"
 TASKS = ("wildguardtest", "harmbench", "xstest", "do_anything_now")
+#: The judge every task's generations are classified by (gated), fetched by the plan's fetch/safety stage.
+JUDGE = "allenai/wildguard"
+#: Hub datasets safety-eval's tasks read: WildGuardTest is a config of the gated WildGuardMix; HarmBench's,
+#: XSTest's and DAN's prompts ship inside safety-eval's own source tree (not verified here: that source
+#: could not be had; docs/evaluation.md).
+TASK_DATASETS: dict[str, tuple[str, str] | None] = {"wildguardtest": ("allenai/wildguardmix", "wildguardtest"),
+                                                    "harmbench": None, "xstest": None, "do_anything_now": None}
 HARNESS_DIR = "/opt/safety-eval"
 OPENAI_PLACEHOLDER = "not-used-by-mergebench"
 
@@ -57,3 +64,29 @@ def parse(out_dir: str | Path, model_label: str) -> ResultRecord:
     if not path.is_file():
         raise MergeBenchError(f"{path}: safety-eval wrote no report for {model_label} (see its log)")
     return parse_safety(path, model=model_label)
+
+
+def prepare(tasks: tuple[str, ...], out: Path, say=print) -> dict:
+    """With the hub reachable: the WildGuard judge into the hub cache and each task's hub dataset prepared
+    by this environment's `datasets` (the safety image's). Runs in the safety image, with HF_TOKEN."""
+    import os
+
+    import datasets
+    from huggingface_hub import snapshot_download
+
+    token = os.environ.get("HF_TOKEN")
+    say(f"[fetch] safety judge: {JUDGE}")
+    try:
+        snapshot_download(JUDGE, token=token)
+    except Exception as e:  # noqa: BLE001 - one line naming the repo
+        raise MergeBenchError(f"fetch {JUDGE}: {hub_error(e)}") from None
+    for task in tasks:
+        ref = TASK_DATASETS[task]
+        if ref is None:
+            continue
+        say(f"[fetch] safety {task}: {ref[0]} ({ref[1]})")
+        try:
+            datasets.load_dataset(*ref, token=token)
+        except Exception as e:  # noqa: BLE001
+            raise MergeBenchError(f"fetch {ref[0]} for safety task {task}: {hub_error(e)}") from None
+    return {"tasks": list(tasks), "judge": JUDGE}

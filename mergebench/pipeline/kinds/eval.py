@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from mergebench.pipeline.execute import StageContext
-from mergebench.pipeline.kinds.family import resolve_model
+from mergebench.pipeline.kinds.family import resolve_model, tasks_data
 
 RECORD = "record.json"
 
@@ -32,15 +33,27 @@ def _harness(ctx: StageContext, label: str, model: Path):
     """Run the harness's processes for this stage's phase (bigcode: generate, then execute in a
     sandboxed stage of its own), then parse what they wrote."""
     from mergebench.evaluation.adapters import ADAPTERS
-    from mergebench.evaluation.adapters.execute import parse_record, run_processes
+    from mergebench.evaluation.adapters.bigcode import BigcodeSettings
+    from mergebench.evaluation.adapters.execute import combine_records, run_processes
+    from mergebench.evaluation.adapters.lmeval import LmEvalSettings
 
-    harness, phase = ctx.params["harness"], ctx.params.get("phase")
+    harness, phase, p = ctx.params["harness"], ctx.params.get("phase"), ctx.params
     adapter = ADAPTERS[harness]
-    if harness == "bigcode":
+    tasks = tuple(p["tasks"]) if "tasks" in p else adapter.TASKS
+    if harness == "lmeval":
+        brought = tasks_data(ctx.inputs["family"], "lmeval")
+        settings = replace(LmEvalSettings(), limit=p.get("limit"), device=p.get("device"), gen_kwargs=p.get("gen_kwargs"),
+                           nltk_data=brought.get("nltk_data") or LmEvalSettings().nltk_data)
+        runs = adapter.runs(str(model), str(ctx.out), settings, tasks=tasks)
+    elif harness == "bigcode":
         gen_dir = ctx.inputs.get("generations")
-        runs = adapter.runs(str(model), str(ctx.out), generations_dir=str(gen_dir) if gen_dir else None)
+        runs = adapter.runs(str(model), str(ctx.out), replace(BigcodeSettings(), limit=p.get("limit")), tasks,
+                            generations_dir=str(gen_dir) if gen_dir else None)
         runs = [r for r in runs if r.name.startswith(f"bigcode-{phase}")]
     else:
-        runs = adapter.runs(str(model), str(ctx.out))
+        runs = adapter.runs(str(model), str(ctx.out), tasks=tasks)
     run_processes(runs, harness, label, ctx.out / "logs", say=lambda text: print(text, flush=True))
-    return None if phase == "generate" else parse_record(adapter, ctx.out, label, harness)
+    if phase == "generate":
+        return None
+    parsed = adapter.parse(str(ctx.out), label, tasks) if harness == "bigcode" else adapter.parse(str(ctx.out), label)
+    return combine_records(parsed if isinstance(parsed, list) else [parsed], label, harness)

@@ -9,6 +9,7 @@ from mergebench.catalog import DOMAIN_NAMES
 from mergebench.errors import MergeBenchError
 
 MODELS_FILE = "models.json"  # written by hub fetch stages: role -> local directory
+TASKS_FILE = "tasks.json"  # written by hub fetch stages: harness -> what its fetch/<harness> stage brought
 
 
 def model_dir(family: Path, role: str) -> Path:
@@ -23,6 +24,12 @@ def model_dir(family: Path, role: str) -> Path:
     if not (path / "config.json").is_file():
         raise MergeBenchError(f"{family}: no {role} model (expected {path}/config.json)")
     return path
+
+
+def tasks_data(family: Path, harness: str) -> dict:
+    """What the fetch stage of `harness` prepared for its evaluations (its NLTK data folder, ...), or {}."""
+    index = family / TASKS_FILE
+    return json.loads(index.read_text()).get(harness, {}) if index.is_file() else {}
 
 
 def specialists(family: Path) -> dict[str, Path]:

@@ -4,7 +4,9 @@ into the workspace's HF cache.
 
 The only stage that sees HF_TOKEN and may reach the hub; it records each repo's resolved revision.
 Local directories are recorded where they are (their fingerprint is in the stage key). Once every
-model is there, each is checked to be a causal LM of the base's architecture.
+model is there, each is checked to be a causal LM of the base's architecture. It runs after the
+harnesses' own fetch stages (fetch/<harness>) and records what they brought, so that every later stage,
+reading only this one, finds everything offline.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from pathlib import Path
 
 from mergebench.catalog.families import check_architectures
 from mergebench.errors import MergeBenchError
+from mergebench.evaluation.adapters.invocation import hub_error
 from mergebench.pipeline.execute import StageContext
-from mergebench.pipeline.kinds.family import MODELS_FILE
+from mergebench.pipeline.kinds.family import MODELS_FILE, TASKS_FILE
+from mergebench.pipeline.kinds.fetch_tasks import BROUGHT
 
 PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.jinja", "*.txt"]
 
@@ -40,6 +44,9 @@ def run(ctx: StageContext) -> dict:
         revisions[repo] = os.path.basename(_download(snapshot_download, repo, token, repo_type="dataset"))
     check_architectures({role: Path(p) for role, p in paths.items()}, f"family {ctx.params['model']}")
     (ctx.out / MODELS_FILE).write_text(json.dumps(paths, indent=2) + "\n")
+    brought = {role.removeprefix("tasks_"): json.loads((path / BROUGHT).read_text())
+               for role, path in ctx.inputs.items() if role.startswith("tasks_")}
+    (ctx.out / TASKS_FILE).write_text(json.dumps(brought, indent=2) + "\n")
     return {"revisions": revisions}
 
 
@@ -47,5 +54,4 @@ def _download(snapshot_download, repo: str, token: str | None, **kwargs) -> str:
     try:
         return snapshot_download(repo, token=token, **kwargs)
     except Exception as e:  # noqa: BLE001 - the hub raises many kinds; one line says which repo
-        hint = " (gated: set HF_TOKEN with access to it)" if "401" in str(e) or "403" in str(e) else ""
-        raise MergeBenchError(f"fetch {repo}: {type(e).__name__}{hint}") from None
+        raise MergeBenchError(f"fetch {repo}: {hub_error(e)}") from None
