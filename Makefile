@@ -72,13 +72,15 @@ clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
 
 # Container images (docs/containers.md). TRACK=modern|faithful|cpu; IMAGES="train lmeval" limits the set;
-# PUSH=registry/prefix also tags and pushes; SAFETY_EVAL_COMMIT=<sha> pins safety-eval (needed for safety);
+# PUSH=registry/prefix also tags and pushes; SAFETY_EVAL_REPO/SAFETY_EVAL_COMMIT choose another safety-eval
+# than the seed's fork at its pin (e.g. upstream allenai/safety-eval);
 # BASE_IMAGE swaps the pinned base (CI: the local Debian base of scripts/make-debian-base.sh);
 # NLTK_PUNKT=skip builds lmeval without punkt_tab where GitHub is unreachable.
 TRACK ?= modern
 IMAGES ?=
 PUSH ?=
 SAFETY_EVAL_COMMIT ?=
+SAFETY_EVAL_REPO ?=
 LOCAL_WHEELS ?= /opt/wheels
 BASE_IMAGE ?=
 NLTK_PUNKT ?=
@@ -86,6 +88,7 @@ NLTK_PUNKT ?=
 images:
 	scripts/build-images.sh --track $(TRACK) $(if $(PUSH),--push $(PUSH)) $(if $(BASE_IMAGE),--base $(BASE_IMAGE)) \
 	    $(if $(SAFETY_EVAL_COMMIT),--build-arg SAFETY_EVAL_COMMIT=$(SAFETY_EVAL_COMMIT)) \
+	    $(if $(SAFETY_EVAL_REPO),--build-arg SAFETY_EVAL_REPO=$(SAFETY_EVAL_REPO)) \
 	    $(if $(NLTK_PUNKT),--build-arg NLTK_PUNKT=$(NLTK_PUNKT)) \
 	    $(if $(filter cpu,$(TRACK)),--local-wheels $(LOCAL_WHEELS)) $(IMAGES)
 

@@ -37,11 +37,6 @@ KIT_VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)"
 if ((${#IMAGES[@]} == 0)); then
     for image in train lmeval bigcode safety; do
         [[ -e "docker/$image/requirements.$TRACK.lock" ]] || continue
-        if [[ "$image" == safety && " ${EXTRA[*]-} " != *" SAFETY_EVAL_COMMIT="* ]]; then
-            echo "!!! skipping safety: pass SAFETY_EVAL_COMMIT=<40-hex sha> (make) or" \
-                 "--build-arg SAFETY_EVAL_COMMIT=<sha>; see docs/containers.md" >&2
-            continue
-        fi
         IMAGES+=("$image")
     done
     IMAGES+=(sandbox)

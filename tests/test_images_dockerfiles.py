@@ -126,8 +126,10 @@ def test_harnesses_pinned_by_commit():
     bigcode = (DOCKER / "bigcode" / "Dockerfile").read_text()
     assert re.search(r"^ARG BIGCODE_COMMIT=[0-9a-f]{40}$", bigcode, re.M)
     safety = (DOCKER / "safety" / "Dockerfile").read_text()
-    # The commit is not known here: the build must refuse to float to a branch head.
-    assert re.search(r"^ARG SAFETY_EVAL_COMMIT=$", safety, re.M) and "SAFETY_EVAL_COMMIT must be a 40-hex commit" in safety
+    # The seed's fork at its public pin by default; any other pin must still be a commit, never a branch head.
+    assert re.search(r"^ARG SAFETY_EVAL_REPO=https://github.com/nouhadziri/safety-eval-fork$", safety, re.M)
+    assert re.search(r"^ARG SAFETY_EVAL_COMMIT=2920bb85a8a8390144b9256f697395f81b94822e$", safety, re.M)
+    assert "SAFETY_EVAL_COMMIT must be a 40-hex commit" in safety
 
 
 def test_train_lock_inputs_cover_the_kit_dependencies():

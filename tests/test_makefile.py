@@ -45,3 +45,23 @@ def test_no_gpu_and_the_tiny_profile_pass_none(tmp_path):
     assert "--gpus" not in _reproduce_argv(tmp_path, "MODEL=llama-3.2-3b")
     assert "--gpus" not in _reproduce_argv(tmp_path, gpus_listed=2)
     assert "--model tiny --runtime local" in _reproduce_argv(tmp_path, gpus_listed=2)
+
+
+def test_make_rehearse_runs_the_rehearsal_once_per_runtime(tmp_path):
+    """The target's loop, with a stand-in venv whose `mergebench` prints its argv (the rehearsal itself is
+    tests/test_rehearsal.py): BIGCODE_SRC reaches the local runtime, REHEARSE_ARGS every run."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to("/bin/true")
+    exe = venv / "bin" / "mergebench"
+    exe.write_text('#!/bin/sh\necho "mergebench $*"\n')
+    exe.chmod(0o755)
+    (venv / ".installed").touch()
+    env = {k: v for k, v in os.environ.items() if k != "MAKEFLAGS"}
+    run = subprocess.run(["make", "-s", "rehearse", f"VENV={venv}", "REHEARSE_RUNTIMES=local",
+                          "BIGCODE_SRC=/src/bigcode", "REHEARSE_ARGS=--eval-limit 1"], cwd=ROOT,
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert run.returncode == 0, run.stderr
+    lines = [line for line in run.stdout.splitlines() if line.startswith("mergebench ")]
+    assert lines == ["mergebench rehearse --runtime local --workspace workspace-rehearsal-local "
+                     "--results results-rehearsal-local --bigcode-source /src/bigcode --eval-limit 1"]

@@ -16,6 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
+from mergebench.convert.portable import make_portable
 from mergebench.errors import MergeBenchError
 from mergebench.files import sha256_file
 
@@ -82,6 +83,7 @@ def import_gguf(gguf: Path, out: Path, dtype: str = "bfloat16", force: bool = Fa
                   "architectures": fresh.config.architectures, "transformers": transformers.__version__,
                   "torch": torch.__version__.split("+")[0]}
         (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        make_portable(tmp)  # read alike by the images' older transformers
         for f in tmp.iterdir():  # save_pretrained may write 0600: stages in containers run as other users
             f.chmod(0o644)
     except Exception as e:  # noqa: BLE001 - transformers' GGUF reader raises many kinds; one line names the file

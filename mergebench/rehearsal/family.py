@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mergebench.catalog.domains import DOMAIN_NAMES
+from mergebench.convert.portable import make_portable
 
 ORG = "mergebench-rehearsal"
 FAMILY_NAME = "smollm2-rehearsal"
@@ -61,6 +62,7 @@ def build_specialists(build: Path, base: Path, hub_url: str, token: str, steps: 
                               endpoint=hub_url, cache_dir=str(build / "hf" / "hub"))
             say(f"[rehearse] finetuning the {domain} specialist ({steps} steps on {ref.repo} stand-in rows)")
             run_job(Job(str(base), domain, str(target), recipe.to_dict()))
+            make_portable(target)  # the docker rehearsal reads it with the images' transformers
     finally:
         for k, v in saved.items():
             if v is None:
