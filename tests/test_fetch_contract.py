@@ -79,3 +79,17 @@ def test_the_cli_slice_options_build_the_same_plan(tmp_path):
     assert stages["eval/base/lmeval"]["params"] == {"suite": "mergebench", "harness": "lmeval", "model": "base",
                                                     "limit": 2, "device": "cpu", "tasks": ["ifeval"]}
     assert "fetch/bigcode" not in stages and "eval/math/lmeval" not in stages
+
+
+def test_a_stage_whose_input_is_outside_the_plan_is_one_line(tmp_path):
+    """A hand-made sub-plan that leaves out the harness fetch stages: the runner names what is missing
+    instead of waiting forever."""
+    from mergebench.pipeline.plan import Plan
+    from mergebench.pipeline.runner import Runner
+    from mergebench.pipeline.workspace import Workspace
+    from mergebench.runtimes.local import LocalRuntime
+
+    full = build_plan("llama-3.2-3b", ["soup"], image_id=lambda image: "local")
+    plan = Plan(full.model, [full.by_name["fetch"]])
+    with pytest.raises(MergeBenchError, match=r"stage fetch reads fetch/bigcode, which is neither in this plan nor complete"):
+        Runner(plan, Workspace(tmp_path / "ws"), LocalRuntime()).run()

@@ -96,8 +96,13 @@ class Runner:
                 self.on_tick()
                 if running:
                     time.sleep(self.poll_s)
-                elif pending:  # nothing runs, nothing could start: only a GPU shortage does that
-                    stage = next(s for s in pending if s.gpus > len(self.free_gpus))
+                elif pending:  # nothing runs, nothing could start: a GPU shortage, or an input outside the plan
+                    stage = next((s for s in pending if s.gpus > len(self.free_gpus)), None)
+                    if stage is None:
+                        names = set(self.plan.by_name)
+                        waiting = next(s for s in pending if set(s.inputs.values()) - names)
+                        raise MergeBenchError(f"stage {waiting.name} reads {sorted(set(waiting.inputs.values()) - names)[0]}, "
+                                              "which is neither in this plan nor complete")
                     raise MergeBenchError(f"stage {stage.name} needs {stage.gpus} GPU(s) but {len(self.free_gpus)} "
                                           "were given; pass them with --gpus 0,1,... (or run MODEL=tiny on CPU)")
         finally:

@@ -22,7 +22,7 @@ TASKS = ("wildguardtest", "harmbench", "xstest", "do_anything_now")
 JUDGE = "allenai/wildguard"
 #: Hub datasets safety-eval's tasks read: WildGuardTest is a config of the gated WildGuardMix; HarmBench's,
 #: XSTest's and DAN's prompts ship inside safety-eval's own source tree (not verified here: that source
-#: could not be had; docs/evaluation.md).
+#: could not be had; docs/rehearsal.md).
 TASK_DATASETS: dict[str, tuple[str, str] | None] = {"wildguardtest": ("allenai/wildguardmix", "wildguardtest"),
                                                     "harmbench": None, "xstest": None, "do_anything_now": None}
 HARNESS_DIR = "/opt/safety-eval"
