@@ -45,16 +45,20 @@ reproduce: venv
 # The real path of a hub family run on this machine (`mergebench rehearse`, docs/rehearsal.md): SmolLM2-135M and
 # few-step specialists served by a hub double on 127.0.0.1, then `reproduce` with the real harnesses on the CPU,
 # once per runtime in REHEARSE_RUNTIMES (docker builds the CPU images first). BIGCODE_SRC=<a clone of
-# bigcode-evaluation-harness at its pinned commit> adds bigcode on the local runtime (the bigcode image has no
-# CPU track yet); REHEARSE_ARGS passes more options.
+# bigcode-evaluation-harness at its pinned commit> adds bigcode (on docker: its CPU image built from that clone);
+# REHEARSE_ARGS passes more options.
 REHEARSE_RUNTIMES ?= local docker
 BIGCODE_SRC ?=
 REHEARSE_ARGS ?=
+REHEARSE_BASE ?= mergebench-local/debian-python:bookworm-3.11
 rehearse: venv
 	@set -e; for rt in $(REHEARSE_RUNTIMES); do \
 	  extra=""; \
 	  if [ "$$rt" = docker ]; then scripts/ci-docker.sh; \
-	  elif [ -n "$(BIGCODE_SRC)" ]; then extra="--bigcode-source $(BIGCODE_SRC)"; fi; \
+	    if [ -n "$(BIGCODE_SRC)" ]; then scripts/build-images.sh --track cpu --base $(REHEARSE_BASE) \
+	        --local-wheels $(LOCAL_WHEELS) --bigcode-src $(BIGCODE_SRC) bigcode; fi; \
+	  fi; \
+	  if [ -n "$(BIGCODE_SRC)" ]; then extra="--bigcode-source $(BIGCODE_SRC)"; fi; \
 	  echo "=== rehearsal on the $$rt runtime"; \
 	  $(VENV)/bin/mergebench rehearse --runtime $$rt --workspace workspace-rehearsal-$$rt \
 	      --results results-rehearsal-$$rt $$extra $(REHEARSE_ARGS); \

@@ -11,6 +11,8 @@
 # docker/wheels/), so nothing else of the checkout (.venv, workspace, models) reaches the daemon.
 # --local-wheels DIR stages DIR/*.whl into docker/wheels/ for the build and removes them after
 # (the cpu track's torch 2.13.0+cpu lives in /opt/wheels on CI machines; it is never committed).
+# --bigcode-src DIR: the bigcode image takes bigcode-evaluation-harness from that local clone, exported at
+# the Dockerfile's BIGCODE_COMMIT into docker/bigcode/src/ for the build (git-ignored, removed after).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +20,7 @@ TRACK=modern
 BASE=""
 WHEELS=""
 PUSH="${PUSH:-}"
+BIGCODE_SRC=""
 EXTRA=()
 IMAGES=()
 while (($#)); do
@@ -27,6 +30,7 @@ while (($#)); do
         --local-wheels) WHEELS="$2"; shift 2 ;;
         --push) PUSH="$2"; shift 2 ;;
         --build-arg) EXTRA+=(--build-arg "$2"); shift 2 ;;
+        --bigcode-src) BIGCODE_SRC="$2"; shift 2 ;;
         -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         -*) echo "unknown option $1" >&2; exit 2 ;;
         *) IMAGES+=("$1"); shift ;;
@@ -43,7 +47,11 @@ if ((${#IMAGES[@]} == 0)); then
 fi
 
 staged=()
-cleanup() { ((${#staged[@]})) && rm -f "${staged[@]}"; return 0; }
+cleanup() {
+    ((${#staged[@]})) && rm -f "${staged[@]}"
+    [[ -z "$BIGCODE_SRC" ]] || rm -rf docker/bigcode/src
+    return 0
+}
 trap cleanup EXIT
 if [[ -n "$WHEELS" ]]; then
     for whl in "$WHEELS"/*.whl; do
@@ -51,6 +59,16 @@ if [[ -n "$WHEELS" ]]; then
         dest="docker/wheels/$(basename "$whl")"
         [[ -e "$dest" ]] || { cp "$whl" "$dest.partial" && mv "$dest.partial" "$dest" && staged+=("$dest"); }
     done
+fi
+
+if [[ -n "$BIGCODE_SRC" ]]; then
+    commit="$(sed -n 's/^ARG BIGCODE_COMMIT=//p' docker/bigcode/Dockerfile)"
+    git -C "$BIGCODE_SRC" cat-file -e "$commit^{commit}" 2>/dev/null \
+        || { echo "$BIGCODE_SRC: not a clone of bigcode-evaluation-harness holding commit $commit" >&2; exit 2; }
+    rm -rf docker/bigcode/src
+    mkdir -p docker/bigcode/src
+    git -C "$BIGCODE_SRC" archive "$commit" | tar -x -C docker/bigcode/src
+    echo "$commit" > docker/bigcode/src/.commit
 fi
 
 export DOCKER_BUILDKIT="${DOCKER_BUILDKIT:-0}"   # the legacy builder needs no buildx plugin

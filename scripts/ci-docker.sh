@@ -5,7 +5,8 @@
 #   3. build the local Debian + Python 3.11 base image (cached by tag, scripts/make-debian-base.sh);
 #   4. build the cpu variants of the images the tiny pipeline needs (train, lmeval) and the sandbox,
 #      FROM that base, with the local CPU torch wheel (/opt/wheels) staged into the build context;
-#      bigcode and safety have no cpu track (they need GitHub and a GPU) and are not built here.
+#      bigcode's cpu track needs a local clone of its harness (make rehearse BIGCODE_SRC=...) and safety a GPU:
+#      neither is built here.
 # Docker's layer cache makes a second run take seconds. Environment knobs:
 #   MB_LOCAL_BASE   base image tag           (mergebench-local/debian-python:bookworm-3.11)
 #   MB_WHEELS       local wheel folder        (/opt/wheels)

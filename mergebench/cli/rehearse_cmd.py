@@ -17,7 +17,8 @@ import click
 @click.option("--eval-models", help="evaluate only these models, e.g. base,math,merge:ties")
 @click.option("--gen-kwargs", help="lm-eval --gen_kwargs override, e.g. max_gen_toks=32 (a faster slice)")
 @click.option("--bigcode-source", type=click.Path(path_type=Path, file_okay=False),
-              help="local runtime: a clone of bigcode-evaluation-harness at its pinned commit (else no bigcode)")
+              help="a clone of bigcode-evaluation-harness at its pinned commit (else no bigcode); with --runtime "
+                   "docker, build the bigcode CPU image from it first (make rehearse does)")
 @click.option("--steps", default=2, show_default=True, help="finetune steps per specialist")
 @click.option("--jobs", default=2, show_default=True, help="CPU stages run at once")
 @click.option("--results", default="results", show_default=True, type=click.Path(path_type=Path))

@@ -35,7 +35,8 @@ class Rehearsal:
     tasks: tuple[str, ...] | None = None
     eval_models: tuple[str, ...] | None = None
     gen_kwargs: str | None = None
-    #: A clone of bigcode-evaluation-harness at its pinned commit (local runtime; None: no bigcode).
+    #: A clone of bigcode-evaluation-harness at its pinned commit (None: no bigcode): the harness the local
+    #: runtime runs, and what the docker runtime's bigcode CPU image was built from (make rehearse does).
     bigcode_source: Path | None = None
     steps: int = 2
     jobs: int = 2
@@ -63,8 +64,6 @@ class Rehearsal:
 def check(r: Rehearsal) -> None:
     if r.runtime not in ("local", "docker"):
         raise MergeBenchError(f"--runtime {r.runtime!r}: the rehearsal runs on local or docker")
-    if r.bigcode_source is not None and r.runtime != "local":
-        raise MergeBenchError("--bigcode-source is for the local runtime: the bigcode image has no CPU track yet")
     if r.bigcode_source is not None and not (Path(r.bigcode_source) / "bigcode_eval").is_dir():
         raise MergeBenchError(f"{r.bigcode_source}: not a bigcode-evaluation-harness checkout (no bigcode_eval/)")
 
