@@ -37,8 +37,8 @@ def rehearsal(tmp_path_factory):
 
 
 def _records(ws: Path) -> dict[str, dict]:
-    return {json.loads(p.read_text())["model"]: json.loads(p.read_text())
-            for p in (ws / "pipeline" / "evals").glob("eval-*-lmeval-*/record.json")}
+    records = [json.loads(p.read_text()) for p in (ws / "pipeline" / "evals").glob("eval-*-lmeval-*/record.json")]
+    return {r["model"]: r for r in records}
 
 
 def test_the_real_lm_eval_tasks_score_every_model_through_the_kit_s_parser(rehearsal):

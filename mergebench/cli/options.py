@@ -27,4 +27,9 @@ def parse_sets(pairs: tuple[str, ...], example: str = "lambda=0.4") -> dict[str,
     return out
 
 
+def comma_list(text: str | None) -> tuple[str, ...] | None:
+    """"a, b,c" as ("a", "b", "c"); None or "" as None (the option was not given)."""
+    return tuple(t.strip() for t in text.split(",") if t.strip()) if text else None
+
+
 _EXPONENT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")

@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from mergebench.cli.options import comma_list
 from mergebench.cli.output import print_table
 from mergebench.errors import MergeBenchError
 
@@ -26,10 +27,6 @@ def _gpus(text: str | None) -> list[int]:
         return [int(g) for g in text.split(",") if g.strip()]
     except ValueError:
         raise MergeBenchError(f"--gpus {text!r}: expected GPU indices such as 0,1,2") from None
-
-
-def _names(text: str | None) -> tuple[str, ...] | None:
-    return tuple(t.strip() for t in text.split(",") if t.strip()) if text else None
 
 
 def scope_options(command):
@@ -49,7 +46,8 @@ def scope_options(command):
 def _scope(harnesses=None, tasks=None, eval_models=None, device="gpu", gen_kwargs=None):
     from mergebench.pipeline.plan import HARNESSES, EvalScope
 
-    return EvalScope(_names(harnesses) or HARNESSES, _names(tasks), _names(eval_models), None, device, gen_kwargs)
+    return EvalScope(comma_list(harnesses) or HARNESSES, comma_list(tasks), comma_list(eval_models), None, device,
+                     gen_kwargs)
 
 
 def _build(model: str, methods: tuple[str, ...], runtime_name: str, eval_limit: int | None = None, scope=None):

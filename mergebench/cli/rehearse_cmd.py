@@ -26,11 +26,9 @@ def rehearse_command(workspace, runtime, methods, eval_limit, tasks, eval_models
                      steps, jobs, results):
     """Run MergeBench's real path end to end here: SmolLM2-135M and few-step specialists, a hub double on
     127.0.0.1, then `reproduce` with the real harnesses on the CPU. The scores mean nothing."""
+    from mergebench.cli.options import comma_list
     from mergebench.rehearsal.run import Rehearsal, rehearse
 
-    def names(text):
-        return tuple(t.strip() for t in text.split(",") if t.strip()) if text else None
-
-    r = Rehearsal(workspace, runtime, names(methods) or (), eval_limit, names(tasks), names(eval_models), gen_kwargs,
-                  bigcode_source, steps, jobs, results)
+    r = Rehearsal(workspace, runtime, comma_list(methods) or (), eval_limit, comma_list(tasks), comma_list(eval_models),
+                  gen_kwargs, bigcode_source, steps, jobs, results)
     sys.exit(rehearse(r, say=lambda text: click.echo(text, err=True)))

@@ -176,16 +176,10 @@ def harness_tasks(harness: str) -> tuple[str, ...]:
 
 
 def fetch_params(harness: str, tasks: tuple[str, ...]) -> dict:
-    """What the fetch stage of `harness` brings: each task's hub dataset, NLTK data, the judge."""
-    from mergebench.evaluation.adapters import bigcode, lmeval, safety
+    """What the fetch stage of `harness` brings: the harness's adapter says (datasets, NLTK data, judge)."""
+    from mergebench.evaluation.adapters import ADAPTERS
 
-    if harness == "lmeval":
-        refs = [lmeval.TASK_DATASETS[t] for t in tasks]
-        return {"datasets": sorted({f"{r}:{c}" if c else r for r, c in refs}), "nltk": list(lmeval.NLTK_PACKAGES)}
-    if harness == "bigcode":
-        return {"datasets": sorted({bigcode.TASK_DATASETS[t] for t in tasks})}
-    refs = [safety.TASK_DATASETS[t] for t in tasks]
-    return {"datasets": sorted({f"{r}:{c}" for r, c in filter(None, refs)}), "models": [safety.JUDGE]}
+    return ADAPTERS[harness].fetch_params(tasks)
 
 
 def hub_plan(family: Family, suite: tuple[SuiteMethod, ...], samples: int, scope: EvalScope = EvalScope()) -> Plan:

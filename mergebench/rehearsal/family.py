@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 from mergebench.catalog.domains import DOMAIN_NAMES
 from mergebench.convert.portable import make_portable
@@ -47,11 +48,8 @@ def build_specialists(build: Path, base: Path, hub_url: str, token: str, steps: 
     recipe = Recipe(max_steps=steps, epochs=1.0, global_batch=4, micro_batch=2, seq_len=128, max_samples=16,
                     bf16=False, save_every=0, threads=min(4, os.cpu_count() or 1))
     out = {}
-    saved = {k: os.environ.get(k) for k in ("HF_ENDPOINT", "HF_HOME", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
-    os.environ.update({"HF_ENDPOINT": hub_url, "HF_HOME": str(build / "hf")})
-    for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        os.environ.pop(k, None)
-    try:
+    # the trainer reads the fetched stand-ins from this HF cache, offline (hubdata), like any finetune
+    with mock.patch.dict(os.environ, {"HF_HOME": str(build / "hf")}):
         for domain in DOMAIN_NAMES:
             target = build / "models" / domain
             out[domain] = target
@@ -63,12 +61,6 @@ def build_specialists(build: Path, base: Path, hub_url: str, token: str, steps: 
             say(f"[rehearse] finetuning the {domain} specialist ({steps} steps on {ref.repo} stand-in rows)")
             run_job(Job(str(base), domain, str(target), recipe.to_dict()))
             make_portable(target)  # the docker rehearsal reads it with the images' transformers
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return out
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mergebench.errors import MergeBenchError
-from mergebench.evaluation.adapters.invocation import OFFLINE_ENV, HarnessRun, Sandbox, hub_error
+from mergebench.evaluation.adapters.invocation import OFFLINE_ENV, HarnessRun, Sandbox, hub_error, known_tasks
 from mergebench.evaluation.parsers.bigcode import parse_bigcode
 from mergebench.evaluation.records import ResultRecord
 
@@ -47,10 +47,12 @@ class BigcodeSettings:
 
 
 def check_tasks(tasks) -> tuple[str, ...]:
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown:
-        raise MergeBenchError(f"bigcode task {unknown[0]!r}: expected one of {', '.join(TASKS)}")
-    return tuple(tasks)
+    return known_tasks("bigcode", tasks, TASKS)
+
+
+def fetch_params(tasks: tuple[str, ...]) -> dict:
+    """What the plan's fetch/bigcode stage brings for `tasks`."""
+    return {"datasets": sorted({TASK_DATASETS[t] for t in tasks})}
 
 
 def _common(s: BigcodeSettings, task: str) -> list[str]:

@@ -80,6 +80,7 @@ def combine_records(records: list[ResultRecord], label: str, harness: str) -> Re
                         first.harness_commit, first.backend, [s for r in records for s in r.sources], first.config)
 
 
-def parse_record(adapter, out_dir: Path, label: str, harness: str) -> ResultRecord:
-    parsed = adapter.parse(str(out_dir), label)
+def parse_record(adapter, out_dir: Path, label: str, harness: str, tasks: tuple[str, ...] | None = None) -> ResultRecord:
+    """One record from what the harness wrote; `tasks` where a bigcode run evaluated only some of its tasks."""
+    parsed = adapter.parse(str(out_dir), label, tasks) if tasks is not None else adapter.parse(str(out_dir), label)
     return combine_records(parsed if isinstance(parsed, list) else [parsed], label, harness)

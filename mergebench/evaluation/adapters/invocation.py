@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mergebench.errors import MergeBenchError
+
 
 @dataclass(frozen=True)
 class Sandbox:
@@ -44,6 +46,14 @@ class HarnessRun:
 
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
         return (env + " " if env else "") + shlex.join(self.argv)
+
+
+def known_tasks(harness: str, tasks, known: tuple[str, ...]) -> tuple[str, ...]:
+    """`tasks` as a tuple, or a one-line error naming the first that `harness` does not run."""
+    unknown = [t for t in tasks if t not in known]
+    if unknown:
+        raise MergeBenchError(f"{harness} task {unknown[0]!r}: expected some of {', '.join(known)}")
+    return tuple(tasks)
 
 
 #: Environment every evaluation stage runs with: after the fetch stage the hub is never contacted.

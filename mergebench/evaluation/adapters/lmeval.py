@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mergebench.errors import MergeBenchError
-from mergebench.evaluation.adapters.invocation import OFFLINE_ENV, HarnessRun, hub_error
+from mergebench.evaluation.adapters.invocation import OFFLINE_ENV, HarnessRun, hub_error, known_tasks
 from mergebench.evaluation.parsers.lmeval import parse_lmeval
 from mergebench.evaluation.records import ResultRecord
 
@@ -71,10 +71,13 @@ def batch_size(s: LmEvalSettings) -> str:
 
 
 def check_tasks(tasks) -> tuple[str, ...]:
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown:
-        raise MergeBenchError(f"lm-eval task {unknown[0]!r}: MergeBench's are {', '.join(TASKS)}")
-    return tuple(tasks)
+    return known_tasks("lm-eval", tasks, TASKS)
+
+
+def fetch_params(tasks: tuple[str, ...]) -> dict:
+    """What the plan's fetch/lmeval stage brings for `tasks` (shown by `mergebench plan`)."""
+    refs = [TASK_DATASETS[t] for t in tasks]
+    return {"datasets": sorted({f"{r}:{c}" if c else r for r, c in refs}), "nltk": list(NLTK_PACKAGES)}
 
 
 def runs(model: str, out_dir: str | Path, settings: LmEvalSettings = LmEvalSettings(),

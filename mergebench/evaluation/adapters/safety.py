@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mergebench.errors import MergeBenchError
-from mergebench.evaluation.adapters.invocation import OFFLINE_ENV, HarnessRun, hub_error
+from mergebench.evaluation.adapters.invocation import OFFLINE_ENV, HarnessRun, hub_error, known_tasks
 from mergebench.evaluation.parsers.safety import parse_safety
 from mergebench.evaluation.records import ResultRecord
 
@@ -39,9 +39,7 @@ class SafetySettings:
 
 def runs(model: str, out_dir: str | Path, settings: SafetySettings = SafetySettings(),
          tasks: tuple[str, ...] = TASKS) -> list[HarnessRun]:
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown:
-        raise MergeBenchError(f"safety-eval task {unknown[0]!r}: expected some of {', '.join(TASKS)}")
+    known_tasks("safety-eval", tasks, TASKS)
     if not settings.gpus:
         raise MergeBenchError("safety-eval needs at least one GPU (it generates with vLLM)")
     out_root = Path(out_dir) / "safety"
@@ -57,6 +55,12 @@ def runs(model: str, out_dir: str | Path, settings: SafetySettings = SafetySetti
            "OPENAI_API_KEY": OPENAI_PLACEHOLDER}
     return [HarnessRun("safety", "safety-generators", IMAGE, tuple(argv), str(out_root), env,
                        gpus=len(settings.gpus), workdir=HARNESS_DIR)]
+
+
+def fetch_params(tasks: tuple[str, ...]) -> dict:
+    """What the plan's fetch/safety stage brings for `tasks`: their hub datasets and the judge."""
+    return {"datasets": sorted({f"{r}:{c}" for r, c in filter(None, (TASK_DATASETS[t] for t in tasks))}),
+            "models": [JUDGE]}
 
 
 def parse(out_dir: str | Path, model_label: str) -> ResultRecord:

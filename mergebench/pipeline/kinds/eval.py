@@ -34,7 +34,7 @@ def _harness(ctx: StageContext, label: str, model: Path):
     sandboxed stage of its own), then parse what they wrote."""
     from mergebench.evaluation.adapters import ADAPTERS
     from mergebench.evaluation.adapters.bigcode import BigcodeSettings
-    from mergebench.evaluation.adapters.execute import combine_records, run_processes
+    from mergebench.evaluation.adapters.execute import parse_record, run_processes
     from mergebench.evaluation.adapters.lmeval import LmEvalSettings
 
     harness, phase, p = ctx.params["harness"], ctx.params.get("phase"), ctx.params
@@ -55,5 +55,4 @@ def _harness(ctx: StageContext, label: str, model: Path):
     run_processes(runs, harness, label, ctx.out / "logs", say=lambda text: print(text, flush=True))
     if phase == "generate":
         return None
-    parsed = adapter.parse(str(ctx.out), label, tasks) if harness == "bigcode" else adapter.parse(str(ctx.out), label)
-    return combine_records(parsed if isinstance(parsed, list) else [parsed], label, harness)
+    return parse_record(adapter, ctx.out, label, harness, tasks if harness == "bigcode" else None)
