@@ -153,3 +153,35 @@ def test_kills_at_every_phase_leave_no_orphans_and_the_clean_result(clean_run, t
             clean = json.loads((theirs / "record.json").read_text())
             assert record["metrics"] == clean["metrics"], stage.name
     assert _scores(results) == _scores(clean_results)
+
+
+def test_a_spec_rewritten_while_a_stage_reads_it_is_never_seen_half_written(tmp_path):
+    """A restarted runner writes the spec of a stage whose container it then adopts; the container may
+    be reading that very file as it starts. The reader must see a whole spec every time."""
+    import threading
+
+    from mergebench.pipeline.execute import write_spec
+
+    ws = Workspace(tmp_path / "ws").ensure()
+    plan = build_plan("tiny", methods=["soup"])
+    stage = plan.by_name["merge/soup"]
+    path = write_spec(ws, stage, plan.by_name)
+    seen, stop = [], threading.Event()
+
+    def read():
+        while not stop.is_set():
+            try:
+                seen.append(json.loads(path.read_text())["stage"]["name"])
+            except (json.JSONDecodeError, KeyError) as e:
+                seen.append(f"broken: {type(e).__name__}")
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for _ in range(3000):
+            write_spec(ws, stage, plan.by_name)
+    finally:
+        stop.set()
+        reader.join()
+    assert len(seen) > 100 and set(seen) == {"merge/soup"}
+    assert [p.name for p in path.parent.iterdir()] == ["spec.json"]  # no temporary left beside it

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mergebench.errors import MergeBenchError
+from mergebench.files import write_text_atomic
 from mergebench.pipeline.lock import StageLock
 from mergebench.pipeline.manifest import stage_manifest
 from mergebench.pipeline.stage import Stage
@@ -52,7 +53,7 @@ def write_spec(ws: Workspace, stage: Stage, stages: dict[str, Stage]) -> Path:
             "inputs": {role: str(ws.output(stages[name])) for role, name in stage.inputs.items()}}
     path = ws.run_dir(stage) / "spec.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(spec, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(spec, indent=2) + "\n")  # an adopted container may be reading it
     return path
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mergebench.errors import MergeBenchError
+from mergebench.files import write_text_atomic
 from mergebench.pipeline.execute import write_spec
 from mergebench.pipeline.lock import WorkspaceLock
 from mergebench.pipeline.plan import Plan
@@ -81,10 +82,7 @@ def read_jobs(ws: Workspace) -> dict[str, dict]:
 
 
 def write_jobs(ws: Workspace, jobs: dict[str, dict]) -> None:
-    path = jobs_path(ws)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(jobs, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(jobs_path(ws), json.dumps(jobs, indent=2, sort_keys=True) + "\n")
 
 
 # --- talking to Slurm ----------------------------------------------------------------------------------
