@@ -13,7 +13,7 @@ WORKSPACE ?= workspace
 # else every GPU `nvidia-smi -L` lists, else none (the tiny profile needs none).
 GPUS ?= $(or $(CUDA_VISIBLE_DEVICES),$(shell nvidia-smi -L 2>/dev/null | sed -n 's/^GPU \([0-9]*\):.*/\1/p' | paste -sd, -))
 
-.PHONY: venv test lint bench bench-stats reproduce rehearse clean images images-ci locks locks-check
+.PHONY: venv test lint bench bench-stats reproduce rehearse clean images images-ci images-gpu-smoke locks locks-check
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -98,6 +98,11 @@ images:
 
 images-ci:
 	scripts/ci-docker.sh
+
+# Build the GPU (modern) track here and smoke-test each image on CPU (docs/containers.md has the latest table).
+GPU_SMOKE_BASE ?= mergebench-local/debian-python:bookworm-3.11
+images-gpu-smoke:
+	scripts/gpu-images-smoke.sh --base $(GPU_SMOKE_BASE) $(if $(BIGCODE_SRC),--bigcode-src $(BIGCODE_SRC)) $(IMAGES)
 
 locks: venv
 	$(PY) scripts/lock.py

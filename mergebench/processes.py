@@ -51,3 +51,16 @@ def descendants(root: int) -> list[int]:
 def group_members(pgid: int) -> list[int]:
     """The live members of process group `pgid`."""
     return [proc.pid for proc in live_processes() if proc.pgid == pgid]
+
+
+def pid_namespace(pid: int) -> str | None:
+    """The pid namespace `pid` lives in ("pid:[inode]"), or None when it is gone."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+def namespace_members(namespace: str) -> list[int]:
+    """The live processes of a pid namespace (a sandbox's), seen from outside it."""
+    return [proc.pid for proc in live_processes() if pid_namespace(proc.pid) == namespace]

@@ -213,7 +213,7 @@ def test_only_hub_stages_get_a_network_the_token_and_the_endpoint(monkeypatch, t
     monkeypatch.setenv("MERGEBENCH_FETCH_NETWORK", "host")
     monkeypatch.setenv("HF_TOKEN", "hf_secret")
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    monkeypatch.setattr("mergebench.runtimes.docker.DockerHandle", lambda container, log, since=None: container)
+    monkeypatch.setattr("mergebench.runtimes.docker.DockerHandle", lambda container, log, since=None, timeout_s=None: container)
     env = {"MERGEBENCH_WORKSPACE": str(tmp_path)}
     for kind in ("fetch_tasks", "fetch", "eval"):
         rt.start(Stage(kind, kind, {}, {}, "lmeval", 0, "ab" * 32), tmp_path / "spec.json", tmp_path / "log", [], env)

@@ -57,9 +57,12 @@ def test_bigcode_generation_and_sandboxed_execution_argv():
     assert exe.argv == ("python", "main.py", "--model", "/ws/models/m", *sampling, "--allow_code_execution",
                         "--load_generations_path", "/ws/evals/m/bigcode/generations_humanevalplus.json",
                         "--metric_output_path", "/ws/evals/m/bigcode/code_eval_humanevalplus.json")
-    assert gen.gpus == 1 and gen.sandbox is None
-    assert exe.gpus == 0 and exe.sandbox is not None
-    assert not exe.sandbox.network and exe.sandbox.read_only_root and exe.sandbox.user != "0:0"
+    assert gen.gpus == 1 and not gen.sandboxed
+    assert exe.gpus == 0 and exe.sandboxed
+    from mergebench.runtimes.sandbox import SandboxPolicy
+
+    policy = SandboxPolicy.from_images_yaml()  # what every runtime applies to it
+    assert policy.read_only and policy.user != "0:0" and not policy.user.startswith("0:")
     assert exe.env["HF_ALLOW_CODE_EVAL"] == "1"
 
 

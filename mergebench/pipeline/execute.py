@@ -50,7 +50,10 @@ class StageContext:
 
 def write_spec(ws: Workspace, stage: Stage, stages: dict[str, Stage]) -> Path:
     spec = {"stage": stage.to_dict(), "workspace": str(ws.root),
-            "inputs": {role: str(ws.output(stages[name])) for role, name in stage.inputs.items()}}
+            "inputs": {role: str(ws.output(stages[name])) for role, name in stage.inputs.items()},
+            # what a runtime needs to know of the stage without the pipeline (its sandbox's mounts)
+            "paths": {"output": str(ws.output(stage)), "partial": str(ws.partial(stage)), "lock": str(ws.lock(stage))},
+            "sandbox": bool(stage.params.get("sandbox"))}
     path = ws.run_dir(stage) / "spec.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(spec, indent=2) + "\n")  # an adopted container may be reading it
@@ -80,8 +83,13 @@ def _run_locked(stage: Stage, ws: Workspace, spec: dict[str, Any]) -> int:
     for role, path in inputs.items():
         if not (path / MANIFEST).is_file():
             raise MergeBenchError(f"stage {stage.name}: input {role} ({path}) is not complete")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    sandboxed = os.environ.get("MERGEBENCH_SANDBOXED") == "1"  # partial is a mount point: empty, never renamed
+    if sandboxed:
+        for child in partial.iterdir():
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    else:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
     started = time.time()
     ctx = StageContext(stage, ws, inputs, partial)
     print(f"[{stage.name}] {stage.kind} → {final}", flush=True)
@@ -96,11 +104,23 @@ def _run_locked(stage: Stage, ws: Workspace, spec: dict[str, Any]) -> int:
         return 1
     manifest = stage_manifest(stage.to_dict(), started, 0, extra)
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    if sandboxed:
+        print(f"[{stage.name}] done in {time.time() - started:.1f} s (the runner moves it into place)", flush=True)
+        return 0
+    promote(partial, final)
+    print(f"[{stage.name}] done in {time.time() - started:.1f} s", flush=True)
+    return 0
+
+
+def promote(partial: Path, final: Path) -> bool:
+    """Rename a finished `.partial` folder (it holds its manifest) to its final name; False when there is
+    none. A sandboxed stage cannot do it itself: the runner calls this once its process exited with 0."""
+    if not (partial / MANIFEST).is_file():
+        return False
     if final.exists():
         shutil.rmtree(final)
     os.replace(partial, final)
-    print(f"[{stage.name}] done in {time.time() - started:.1f} s", flush=True)
-    return 0
+    return True
 
 
 def run_specs(specs: list[str], own_logs: bool = False) -> int:

@@ -227,6 +227,6 @@ def hub_plan(family: Family, suite: tuple[SuiteMethod, ...], samples: int, scope
                                  inputs, "bigcode", gpus=gpus))
             evals[f"{label}/bigcode"] = plan.add(Stage(
                 f"eval/{label}/bigcode", "eval", {**params, "phase": "execute", "sandbox": True},
-                {**inputs, "generations": gen.name}, "bigcode", gpus=0)).name
+                {"generations": gen.name}, "bigcode", gpus=0)).name  # sandboxed: it sees its generations only
     plan.add(Stage("report", "report", {"model": family.name}, {f"eval:{k}": v for k, v in evals.items()}, "train"))
     return plan

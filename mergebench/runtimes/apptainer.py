@@ -26,6 +26,7 @@ from mergebench.files import sha256_file
 from mergebench.pipeline.stage import HUB_KINDS, Stage
 from mergebench.runtimes.base import Handle, Runtime
 from mergebench.runtimes.local import spawn
+from mergebench.runtimes.sandbox import SCRATCH_ENV, Mounts, SandboxPolicy, apptainer_args, is_sandboxed
 
 SIF_ENV = "MERGEBENCH_SIF_DIR"
 TRACK = os.environ.get("MB_TRACK", "modern")  # the image track, as in compose.yaml
@@ -122,11 +123,17 @@ class ApptainerRuntime(Runtime):
         argv = [self.executable, "exec", "--cleanenv", "--containall"]
         if gpus:
             argv.append("--nv")
-        argv += ["--pwd", ws]
-        for bind in self.binds_for(env):
-            argv += ["--bind", bind]
-        full_env = {"HOME": f"{ws}/runs/.home", **cache_env(ws), **env, "PYTHONUNBUFFERED": "1",
-                    "MERGEBENCH_IMAGE": str(self.sif(stage.image))}
+        if is_sandboxed(spec):  # generated code: only the spec's folders, no network, scratch in /tmp
+            mounts = Mounts.for_spec(spec, env)
+            mounts.prepare(None)
+            argv += [*apptainer_args(mounts)[1:], "--pwd", "/tmp"]
+            full_env = {**env, **SCRATCH_ENV, "PYTHONUNBUFFERED": "1", "MERGEBENCH_IMAGE": str(self.sif(stage.image))}
+        else:
+            argv += ["--pwd", ws]
+            for bind in self.binds_for(env):
+                argv += ["--bind", bind]
+            full_env = {"HOME": f"{ws}/runs/.home", **cache_env(ws), **env, "PYTHONUNBUFFERED": "1",
+                        "MERGEBENCH_IMAGE": str(self.sif(stage.image))}
         if cuda_visible_devices is not None:
             full_env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
         for key, value in full_env.items():
@@ -142,4 +149,6 @@ class ApptainerRuntime(Runtime):
         proc_env = {k: v for k, v in os.environ.items() if not k.startswith(("APPTAINERENV_", "SINGULARITYENV_"))}
         if stage.kind in HUB_KINDS and os.environ.get("HF_TOKEN"):
             proc_env["APPTAINERENV_HF_TOKEN"] = os.environ["HF_TOKEN"]  # only the fetch stage sees the token
-        return spawn(argv, log, proc_env, env_prefix="APPTAINERENV_")  # --cleanenv passes only those
+        timeout = SandboxPolicy.from_images_yaml().stage_timeout_s if is_sandboxed(spec) else None
+        return spawn(argv, log, proc_env, env_prefix="APPTAINERENV_",  # --cleanenv passes only those
+                     timeout_s=timeout)

@@ -4,6 +4,8 @@ The workspace is bind-mounted at the same path inside and out, processes run as 
 uid:gid (files stay the user's), GPUs are passed by device request with CUDA_VISIBLE_DEVICES set to
 match, `ipc=host` for vLLM/NCCL, no network except for fetch stages, labels on every container, logs
 streamed live to the stage's log file, and containers are removed when they end or are stopped.
+A stage that runs generated code gets runtimes/sandbox.py's container instead: only its own folders
+mounted, no host IPC, docker/images.yaml's limits, stopped at its wall-clock limit.
 
 Containers belong to the engine, not to the runner: when the runner is killed they go on. A restarted
 runner finds them by their labels (workspace, stage names, stage key): a running one is adopted (its
@@ -15,12 +17,21 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 from mergebench.errors import MergeBenchError
 from mergebench.pipeline.stage import HUB_ENV, HUB_KINDS, Stage
 from mergebench.runtimes.base import Handle, Runtime, batch_log_path
 from mergebench.runtimes.images import cache_env, image_tag
+from mergebench.runtimes.sandbox import (
+    SCRATCH_ENV,
+    Mounts,
+    SandboxPolicy,
+    docker_owner,
+    docker_settings,
+    is_sandboxed,
+)
 
 LABEL = "org.mergebench"
 
@@ -32,21 +43,10 @@ def fetch_network() -> str:
     return os.environ.get("MERGEBENCH_FETCH_NETWORK") or "bridge"
 
 
-def sandbox_kwargs() -> dict:
-    """Container settings for the stage that executes generated code (bigcode's execution phase):
-    the harness-level limits of the adapter's Sandbox (the whole harness runs inside, so they are
-    looser than docker/images.yaml's per-program limits), no network, read-only root, no privileges."""
-    from mergebench.evaluation.adapters.invocation import Sandbox
-
-    s = Sandbox()
-    return {"read_only": s.read_only_root, "tmpfs": dict(s.tmpfs), "pids_limit": s.pids_limit,
-            "mem_limit": s.memory, "memswap_limit": s.memory, "nano_cpus": int(s.cpus * 1e9),
-            "cap_drop": ["ALL"], "security_opt": ["no-new-privileges"], "network_mode": "none"}
-
-
 class DockerHandle(Handle):
-    def __init__(self, container, log: Path, since: float | None = None):
-        self.container = container
+    def __init__(self, container, log: Path, since: float | None = None, timeout_s: float | None = None):
+        self.container, self.log = container, log
+        self.deadline = time.time() + timeout_s if timeout_s else None
         self._log_thread = threading.Thread(target=self._follow, args=(log, since), daemon=True)
         self._log_thread.start()
         self._code: int | None = None
@@ -65,6 +65,12 @@ class DockerHandle(Handle):
             return self._code
         self.container.reload()
         if self.container.status not in ("exited", "dead"):
+            if self.deadline is not None and time.time() > self.deadline:
+                self.stop()
+                with open(self.log, "a") as fh:
+                    fh.write("\n[runner] stopped: the sandbox's wall-clock limit (stage_timeout_s) was reached\n")
+                self._code = 124
+                return self._code
             return None
         self._code = int(self.container.attrs["State"]["ExitCode"])
         self._log_thread.join(timeout=10)
@@ -90,10 +96,15 @@ class DockerRuntime(Runtime):
     name = "docker"
     batches = True  # ready CPU stages of one kind (so one image) share a container, as in the local runtime
 
-    def __init__(self, track: str | None = None, prefix: str | None = None, client=None, user: str | None = None):
+    def __init__(self, track: str | None = None, prefix: str | None = None, client=None, user: str | None = None,
+                 sandbox: SandboxPolicy | None = None):
         self.track, self.prefix = track, prefix
+        self.sandbox = sandbox  # None: docker/images.yaml's
         self._client = client
         self.user = user or f"{os.getuid()}:{os.getgid()}"  # files in the workspace stay the caller's
+
+    def policy(self) -> SandboxPolicy:
+        return self.sandbox or SandboxPolicy.from_images_yaml()
 
     def tag(self, image: str) -> str:
         return image_tag(image, self.track, self.prefix)
@@ -172,8 +183,12 @@ class DockerRuntime(Runtime):
         }
         if gpus:
             kwargs["device_requests"] = [DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])]
-        if stage.params.get("sandbox"):  # still as the caller: it must write its results into the workspace
-            kwargs.update(sandbox_kwargs())
+        if is_sandboxed(spec):  # generated code: only its own folders, and docker/images.yaml's limits
+            policy, mounts = self.policy(), Mounts.for_spec(specs[0], env)
+            mounts.prepare(docker_owner(policy))
+            kwargs.update(docker_settings(policy, mounts))
+            kwargs["environment"] = {**kwargs["environment"], **SCRATCH_ENV}
+            kwargs["init"] = True
         return kwargs
 
     def start(self, stage: Stage, spec: Path, log: Path, gpus: list[int], env: dict[str, str]) -> Handle:
@@ -181,7 +196,9 @@ class DockerRuntime(Runtime):
         if stage.kind in HUB_KINDS:  # only the fetch stages see the token and where the hub is
             env = {**env, **{k: os.environ[k] for k in ("HF_TOKEN", *HUB_ENV) if os.environ.get(k)}}
         kwargs = self.container_kwargs(stage, spec, gpus, env)
-        return self._adopt(kwargs["labels"], log) or DockerHandle(self.client.containers.run(**kwargs), log)
+        timeout = self.policy().stage_timeout_s if is_sandboxed(spec) else None
+        return self._adopt(kwargs["labels"], log) or DockerHandle(self.client.containers.run(**kwargs), log,
+                                                                  timeout_s=timeout)
 
     def start_batch(self, stages: list[Stage], specs: list[Path], logs: list[Path], env: dict[str, str]) -> Handle:
         # Each stage logs to its own file; what the container prints between stages goes to the batch log.

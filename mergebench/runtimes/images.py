@@ -43,7 +43,3 @@ def cache_env(workspace: str) -> dict[str, str]:
     """The images' cache variables, moved from the compose mount point to the workspace's real path."""
     ws = images_config()["workspace"]
     return {k: v.replace(ws["mount"], workspace, 1) for k, v in ws["env"].items()}
-
-
-def sandbox_flags() -> dict[str, Any]:
-    return dict(images_config()["sandbox"])

@@ -1,4 +1,5 @@
-"""Run stages as subprocesses of this Python environment (the tiny profile, development)."""
+"""Run stages as subprocesses of this Python environment (the tiny profile, development); a stage that
+runs generated code in bubblewrap, under docker/images.yaml's sandbox policy."""
 
 from __future__ import annotations
 
@@ -6,21 +7,44 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from mergebench.pipeline.stage import Stage
+from mergebench.processes import descendants, namespace_members, pid_namespace
 from mergebench.runtimes.base import Handle, Runtime, batch_log_path
 from mergebench.runtimes.lifeline import Lifeline
+from mergebench.runtimes.sandbox import (
+    Mounts,
+    SandboxPolicy,
+    bwrap_argv,
+    bwrap_limits,
+    is_sandboxed,
+    sandbox_env,
+)
 
 
 class LocalHandle(Handle):
-    def __init__(self, proc: subprocess.Popen, log_fh, lifeline: Lifeline):
+    def __init__(self, proc: subprocess.Popen, log_fh, lifeline: Lifeline, timeout_s: float | None = None,
+                 sandboxed: bool = False):
         self.proc = proc
         self.log_fh = log_fh
         self.lifeline = lifeline
+        self.deadline = time.time() + timeout_s if timeout_s else None
+        self.sandboxed = sandboxed
+        self.namespaces: set[str] = set()  # the sandbox's pid namespace, once seen
 
     def poll(self) -> int | None:
         code = self.proc.poll()
+        if code is None and self.sandboxed:
+            own = pid_namespace(os.getpid())
+            self.namespaces |= {ns for pid in descendants(self.proc.pid) if (ns := pid_namespace(pid)) != own and ns}
+        if code is None and self.deadline is not None and time.time() > self.deadline:
+            self.log_fh.write("\n[runner] stopped: the sandbox's wall-clock limit (stage_timeout_s) was reached\n")
+            self.stop()
+            return 124
+        if code is not None:
+            self._empty_namespaces()
         if code is not None and not self.log_fh.closed:
             self.log_fh.close()
             self.lifeline.close()
@@ -38,6 +62,20 @@ class LocalHandle(Handle):
                     pass
         self.poll()
 
+    def _empty_namespaces(self, patience: float = 10.0) -> None:
+        """A sandbox's processes die with its namespace, but the kernel kills them one by one: return
+        once none is left (a fork bomb's hundreds take a moment), so nothing outlives the stage."""
+        deadline = time.monotonic() + patience
+        for ns in self.namespaces:
+            while (members := namespace_members(ns)) and time.monotonic() < deadline:
+                for pid in members:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+                time.sleep(0.02)
+        self.namespaces = set()
+
 
 class LocalRuntime(Runtime):
     name = "local"
@@ -47,7 +85,23 @@ class LocalRuntime(Runtime):
         return "local"  # one environment for every stage: this venv
 
     def start(self, stage: Stage, spec: Path, log: Path, gpus: list[int], env: dict[str, str]) -> Handle:
-        return self._spawn([spec], log, {**env, "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))})
+        env = {**env, "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
+        if is_sandboxed(spec):
+            return self.sandboxed(spec, log, env)
+        return self._spawn([spec], log, env)
+
+    def __init__(self, sandbox: SandboxPolicy | None = None):
+        self.sandbox = sandbox  # None: docker/images.yaml's
+
+    def sandboxed(self, spec: Path, log: Path, env: dict[str, str], argv: list[str] | None = None) -> Handle:
+        """Generated code: the stage (or `argv`, in tests) in bubblewrap (runtimes/sandbox.py), or a
+        one-line refusal where bubblewrap cannot run."""
+        policy, mounts = self.sandbox or SandboxPolicy.from_images_yaml(), Mounts.for_spec(spec, env)
+        argv = bwrap_argv(policy, mounts, argv or [sys.executable, "-m", "mergebench.cli.main", "stage", "run",
+                                                   str(spec)])
+        mounts.prepare(None)  # bwrap maps its nobody to the caller: the caller's files
+        return spawn(argv, log, sandbox_env(env), preexec=bwrap_limits(policy), timeout_s=policy.stage_timeout_s,
+                     sandboxed=True)
 
     def start_batch(self, stages: list[Stage], specs: list[Path], logs: list[Path], env: dict[str, str]) -> Handle:
         # Each stage logs to its own file; what the process prints between stages goes to the batch log.
@@ -60,7 +114,8 @@ class LocalRuntime(Runtime):
         return spawn(argv, log, {**os.environ, **env, "PYTHONUNBUFFERED": "1"})
 
 
-def spawn(argv: list[str], log: Path, env: dict[str, str], env_prefix: str = "") -> LocalHandle:
+def spawn(argv: list[str], log: Path, env: dict[str, str], env_prefix: str = "", preexec=None,
+          timeout_s: float | None = None, sandboxed: bool = False) -> LocalHandle:
     """Start `argv` in its own session, output appended to `log`, tied to this process by a lifeline:
     it dies with the runner, however the runner dies. The variable naming the lifeline's descriptor
     gets `env_prefix` (APPTAINERENV_ for `apptainer exec --cleanenv`, which passes only those)."""
@@ -70,11 +125,11 @@ def spawn(argv: list[str], log: Path, env: dict[str, str], env_prefix: str = "")
     try:
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, pass_fds=(lifeline.fd,),
                                 env={**env, **{env_prefix + k: v for k, v in lifeline.env().items()}},
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=preexec)
     except BaseException:
         lifeline.close()
         fh.close()
         raise
     finally:
         lifeline.child_started()
-    return LocalHandle(proc, fh, lifeline)
+    return LocalHandle(proc, fh, lifeline, timeout_s, sandboxed)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mergebench.errors import MergeBenchError
-from mergebench.evaluation.adapters.invocation import OFFLINE_ENV, HarnessRun, Sandbox, hub_error, known_tasks
+from mergebench.evaluation.adapters.invocation import OFFLINE_ENV, HarnessRun, hub_error, known_tasks
 from mergebench.evaluation.parsers.bigcode import parse_bigcode
 from mergebench.evaluation.records import ResultRecord
 
@@ -43,7 +43,6 @@ class BigcodeSettings:
     batch_size: int = 10
     seed: int = 0
     limit: int | None = None
-    sandbox: Sandbox = Sandbox()
 
 
 def check_tasks(tasks) -> tuple[str, ...]:
@@ -90,7 +89,7 @@ def runs(model: str, out_dir: str | Path, settings: BigcodeSettings = BigcodeSet
                                  gpus=1, workdir=workdir))
         result.append(HarnessRun("bigcode", f"bigcode-execute-{task}", EXEC_IMAGE, tuple(exe), str(out_root),
                                  {**env, "HF_ALLOW_CODE_EVAL": "1"}, gpus=0, workdir=workdir,
-                                 sandbox=settings.sandbox))
+                                 sandboxed=True))
     return result
 
 
@@ -119,6 +118,26 @@ def combine(out_dir: str | Path, tasks: tuple[str, ...] = TASKS) -> Path:
 
 def parse(out_dir: str | Path, model_label: str, tasks: tuple[str, ...] = TASKS) -> ResultRecord:
     return parse_bigcode(combine(out_dir, tasks), model=model_label)
+
+
+def export_datasets(tasks: tuple[str, ...], hf_home: Path, dest: Path) -> Path:
+    """Copy the HF cache entries of `tasks`' datasets (hub files and the prepared arrow tables) into
+    `dest`, a private HF_HOME: the sandboxed execution stage reads the test cases from there and sees
+    nothing else of the user's cache (no token, no other model's weights)."""
+    import shutil
+
+    for task in check_tasks(tasks):
+        org, name = TASK_DATASETS[task].split("/")
+        found = False
+        for sub in (f"hub/datasets--{org}--{name}", f"datasets/{org}___{name}"):
+            src = hf_home / sub
+            if src.is_dir():
+                shutil.copytree(src, dest / sub, symlinks=True, dirs_exist_ok=True)
+                found = True
+        if not found:
+            raise MergeBenchError(f"bigcode task {task}: dataset {TASK_DATASETS[task]} is not in the HF cache "
+                                  f"{hf_home}; the plan's fetch/bigcode stage prepares it")
+    return dest
 
 
 def prepare(tasks: tuple[str, ...], out: Path, say=print) -> dict:

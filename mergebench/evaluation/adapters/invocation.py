@@ -1,7 +1,8 @@
 """What an adapter hands to a runtime: one process to run, in which image, with which isolation.
 
-Adapters only describe; runtimes (local, docker, apptainer, slurm) decide how to launch. Keeping the
-sandbox policy here as data means every runtime applies the same limits to untrusted generated code.
+Adapters only describe; runtimes (local, docker, apptainer, slurm) decide how to launch. A run that
+executes generated code is marked `sandboxed`: the plan gives it a stage of its own, which every
+runtime launches under the one policy of docker/images.yaml (runtimes/sandbox.py).
 """
 
 from __future__ import annotations
@@ -9,21 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mergebench.errors import MergeBenchError
-
-
-@dataclass(frozen=True)
-class Sandbox:
-    """Isolation for running untrusted code: no network, read-only root, a size-limited tmpfs, an
-    unprivileged user, and caps on processes, memory, CPU and wall time."""
-
-    network: bool = False
-    read_only_root: bool = True
-    tmpfs: dict[str, str] = field(default_factory=lambda: {"/tmp": "rw,noexec,nosuid,nodev,size=512m"})
-    user: str = "65534:65534"
-    pids_limit: int = 256
-    memory: str = "4g"
-    cpus: float = 2.0
-    timeout_s: int = 3600
 
 
 @dataclass(frozen=True)
@@ -38,7 +24,7 @@ class HarnessRun:
     env: dict[str, str] = field(default_factory=dict)
     gpus: int = 0
     workdir: str | None = None
-    sandbox: Sandbox | None = None
+    sandboxed: bool = False  # executes generated code: only in a sandboxed stage
 
     def shell(self) -> str:
         """The command as one copy-pasteable line (for logs and docs)."""

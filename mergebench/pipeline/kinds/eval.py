@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +16,8 @@ RECORD = "record.json"
 
 def run(ctx: StageContext) -> dict:
     label = ctx.params["model"]
-    model = resolve_model(label, ctx.inputs["family"], ctx.inputs)
+    # the sandboxed execution phase runs the harness on generations only: it is given no model
+    model = Path(label) if ctx.params.get("phase") == "execute" else resolve_model(label, ctx.inputs["family"], ctx.inputs)
     if ctx.params["suite"] == "tiny":
         from mergebench.evaluation.tiny_eval import evaluate_tiny
 
@@ -50,9 +53,17 @@ def _harness(ctx: StageContext, label: str, model: Path):
         runs = adapter.runs(str(model), str(ctx.out), replace(BigcodeSettings(), limit=p.get("limit")), tasks,
                             generations_dir=str(gen_dir) if gen_dir else None)
         runs = [r for r in runs if r.name.startswith(f"bigcode-{phase}")]
+        if phase == "execute" and gen_dir is not None:  # the test cases, from the generation stage's copy
+            hf_home = ctx.out / "hf_home"
+            shutil.copytree(gen_dir / "hf_home", hf_home, symlinks=True)
+            runs = [replace(r, env={**r.env, "HF_HOME": str(hf_home)}) for r in runs]
     else:
         runs = adapter.runs(str(model), str(ctx.out), tasks=tasks)
     run_processes(runs, harness, label, ctx.out / "logs", say=lambda text: print(text, flush=True))
+    if harness == "bigcode":
+        shutil.rmtree(ctx.out / "hf_home", ignore_errors=True)
     if phase == "generate":
+        adapter.export_datasets(tasks, Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")),
+                                ctx.out / "hf_home")
         return None
     return parse_record(adapter, ctx.out, label, harness, tasks if harness == "bigcode" else None)
