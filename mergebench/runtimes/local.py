@@ -11,11 +11,12 @@ import time
 from pathlib import Path
 
 from mergebench.pipeline.stage import Stage
-from mergebench.processes import descendants, namespace_members, pid_namespace
+from mergebench.processes import descendants, live_processes, namespace_members, pid_namespace
 from mergebench.runtimes.base import Handle, Runtime, batch_log_path
 from mergebench.runtimes.lifeline import Lifeline
 from mergebench.runtimes.sandbox import (
     Mounts,
+    PidsCgroup,
     SandboxPolicy,
     bwrap_argv,
     bwrap_limits,
@@ -33,6 +34,7 @@ class LocalHandle(Handle):
         self.deadline = time.time() + timeout_s if timeout_s else None
         self.sandboxed = sandboxed
         self.namespaces: set[str] = set()  # the sandbox's pid namespace, once seen
+        self.cgroup = None  # a root-started sandbox's pids cgroup (runtimes/sandbox.py PidsCgroup)
 
     def poll(self) -> int | None:
         code = self.proc.poll()
@@ -65,15 +67,22 @@ class LocalHandle(Handle):
     def _empty_namespaces(self, patience: float = 10.0) -> None:
         """A sandbox's processes die with its namespace, but the kernel kills them one by one: return
         once none is left (a fork bomb's hundreds take a moment), so nothing outlives the stage."""
+        if self.cgroup is not None:
+            self.cgroup.empty(patience)
+            self.cgroup = None
         deadline = time.monotonic() + patience
-        for ns in self.namespaces:
-            while (members := namespace_members(ns)) and time.monotonic() < deadline:
-                for pid in members:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except (ProcessLookupError, PermissionError):
-                        pass
-                time.sleep(0.02)
+        seen: set[int] = set()  # a dying member may no longer show its namespace: wait for the pid itself
+        while self.namespaces and time.monotonic() < deadline:
+            members = {pid for ns in self.namespaces for pid in namespace_members(ns)}
+            seen = (seen | members) & {proc.pid for proc in live_processes()}
+            if not seen:
+                break
+            for pid in members:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            time.sleep(0.02)
         self.namespaces = set()
 
 
@@ -100,8 +109,16 @@ class LocalRuntime(Runtime):
         argv = bwrap_argv(policy, mounts, argv or [sys.executable, "-m", "mergebench.cli.main", "stage", "run",
                                                    str(spec)])
         mounts.prepare(None)  # bwrap maps its nobody to the caller: the caller's files
-        return spawn(argv, log, sandbox_env(env), preexec=bwrap_limits(policy), timeout_s=policy.stage_timeout_s,
-                     sandboxed=True)
+        cgroup = PidsCgroup(policy.pids_limit) if os.getuid() == 0 else None
+        try:
+            handle = spawn(argv, log, sandbox_env(env), preexec=bwrap_limits(policy, cgroup),
+                           timeout_s=policy.stage_timeout_s, sandboxed=True)
+        except BaseException:
+            if cgroup is not None:
+                cgroup.empty()
+            raise
+        handle.cgroup = cgroup
+        return handle
 
     def start_batch(self, stages: list[Stage], specs: list[Path], logs: list[Path], env: dict[str, str]) -> Handle:
         # Each stage logs to its own file; what the process prints between stages goes to the batch log.

@@ -12,8 +12,8 @@ Translations:
   * bubblewrap (the local runtime): a new user namespace in which it is nobody without capabilities
     (the caller's uid outside, so its files stay the caller's), new network, IPC, PID and UTS
     namespaces, the root file system read-only, the workspace, the HF cache and the home folder hidden
-    under empty tmpfs with only those paths bound back, rlimits for memory, processes, file size and
-    CPU time;
+    under empty tmpfs with only those paths bound back, rlimits for memory, file size and CPU time,
+    and a pids cgroup when started by root (RLIMIT_NPROC binds everyone else);
   * Apptainer: `exec --containall --no-home --net --network none` with only those binds.
 The wall clock is the launcher's: each runtime's handle stops a sandboxed stage past `stage_timeout_s`.
 """
@@ -27,6 +27,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -81,28 +82,30 @@ class SandboxPolicy:
 
 @dataclass(frozen=True)
 class Mounts:
-    """What the sandboxed process sees of the host beyond its image: `hide` is covered by an empty
-    folder, then `read` is bound back read-only and `write` read-write (each at its own path)."""
+    """What the sandboxed process sees of the host beyond its image. bubblewrap covers each of `hide`
+    with an empty folder, binds `python` back read-only (the interpreter, venv, kit and harness checkout
+    that run the stage on this host, wherever they are: /tmp becomes a fresh tmpfs), hides again what
+    that brought back, then binds `read` read-only and `write` read-write, each at its own path. Containers have their Python in the image
+    and mount only `read` and `write`."""
 
     hide: tuple[str, ...]
     read: tuple[str, ...]
     write: tuple[str, ...]
+    python: tuple[str, ...] = ()
 
     @classmethod
     def for_spec(cls, spec: Path, env: dict[str, str] | None = None) -> Mounts:
         """The stage's spec folder and inputs to read, its .partial folder and lock file to write. Hidden:
-        the workspace, the HF cache and the caller's home (the token lives there); the Python that runs
-        the stage (its venv, its base interpreter, the kit's checkout) is bound back read-only."""
+        the workspace, the HF cache and the caller's home (the token lives there)."""
         data = json.loads(Path(spec).read_text())
         paths = data["paths"]
         hf_home = (env or {}).get("HF_HOME") or os.environ.get("HF_HOME")
         hide = [data["workspace"], *([hf_home] if hf_home else []), os.path.expanduser("~")]
         python = [sys.prefix, sys.base_prefix, str(Path(__file__).resolve().parents[2]),
                   *([os.environ["MERGEBENCH_BIGCODE_DIR"]] if os.environ.get("MERGEBENCH_BIGCODE_DIR") else [])]
-        back = [p for p in python if any(Path(p).is_relative_to(h) for h in hide)]
         return cls(hide=tuple(dict.fromkeys(hide)),
-                   read=tuple(dict.fromkeys([*back, str(Path(spec).parent), *data["inputs"].values()])),
-                   write=(paths["partial"], paths["lock"]))
+                   read=tuple(dict.fromkeys([str(Path(spec).parent), *data["inputs"].values()])),
+                   write=(paths["partial"], paths["lock"]), python=tuple(dict.fromkeys(python)))
 
     def prepare(self, owner: tuple[int, int] | None) -> None:
         """Create what is written (the bind needs it to exist) and hand it to the sandbox's user."""
@@ -176,6 +179,11 @@ def bwrap_argv(policy: SandboxPolicy, mounts: Mounts, argv: list[str]) -> list[s
            "--new-session", "--cap-drop", "ALL"]
     for path in mounts.hide:
         box += ["--tmpfs", path]
+    for path in mounts.python:
+        box += ["--ro-bind", path, path]
+    for path in mounts.hide:  # hidden again where a binding above brought it back (a workspace in the checkout)
+        if any(Path(path).is_relative_to(p) for p in mounts.python):
+            box += ["--tmpfs", path]
     for path in mounts.read:
         box += ["--ro-bind", path, path]
     for path in mounts.write:
@@ -193,14 +201,72 @@ def sandbox_env(stage_env: dict[str, str]) -> dict[str, str]:
     return {**kept, **{k: v for k, v in stage_env.items() if k != "HF_TOKEN"}, **SCRATCH_ENV, "PYTHONUNBUFFERED": "1"}
 
 
-def bwrap_limits(policy: SandboxPolicy):
-    """preexec_fn: the policy's memory (address space), processes (beyond what its user runs already, as
-    RLIMIT_NPROC counts per user) and CPU time, no core files."""
+class PidsCgroup:
+    """A pids cgroup of its own for a sandbox started by root, for whom the kernel does not enforce
+    RLIMIT_NPROC: `pids.max` bounds its processes, and its member list is what must be gone at the end."""
+
+    def __init__(self, limit: int):
+        root = self.root()
+        if root is None:
+            raise MergeBenchError("this stage runs generated code, and as root the local sandbox needs a writable "
+                                  "pids cgroup (/sys/fs/cgroup/pids, or cgroup v2 with the pids controller) to bound "
+                                  "its processes; run as another user, or with --runtime docker")
+        self.path = root / f"mergebench-sandbox-{os.getpid()}-{time.monotonic_ns()}"
+        self.path.mkdir()
+        (self.path / "pids.max").write_text(str(limit))
+
+    @staticmethod
+    def root() -> Path | None:
+        v1 = Path("/sys/fs/cgroup/pids")
+        if (v1 / "cgroup.procs").is_file() and os.access(v1, os.W_OK):
+            return v1
+        v2 = Path("/sys/fs/cgroup")
+        try:
+            if "pids" in (v2 / "cgroup.subtree_control").read_text().split() and os.access(v2, os.W_OK):
+                return v2
+        except OSError:
+            pass
+        return None
+
+    def join(self) -> None:
+        """In the child, before exec: it and everything it starts count against pids.max."""
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def members(self) -> list[int]:
+        try:
+            return [int(line) for line in (self.path / "cgroup.procs").read_text().split()]
+        except OSError:
+            return []
+
+    def empty(self, patience: float = 10.0) -> None:
+        """SIGKILL every member until none is left, then remove the cgroup."""
+        import signal
+
+        deadline = time.monotonic() + patience
+        while (members := self.members()) and time.monotonic() < deadline:
+            for pid in members:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            time.sleep(0.02)
+        try:
+            self.path.rmdir()
+        except OSError:
+            pass
+
+
+def bwrap_limits(policy: SandboxPolicy, cgroup: PidsCgroup | None):
+    """preexec_fn: the policy's memory (address space), processes (the cgroup's pids.max for root, else
+    RLIMIT_NPROC beyond what the user runs already, as it counts per user), file size and CPU time."""
     def apply() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (policy.memory_bytes, policy.memory_bytes))
-        uid = os.getuid()
-        running = sum(1 for p in Path("/proc").iterdir() if p.name.isdigit() and _owner(p) == uid)
-        resource.setrlimit(resource.RLIMIT_NPROC, (policy.pids_limit + running,) * 2)
+        if cgroup is not None:
+            cgroup.join()
+        else:
+            uid = os.getuid()
+            running = sum(1 for p in Path("/proc").iterdir() if p.name.isdigit() and _owner(p) == uid)
+            resource.setrlimit(resource.RLIMIT_NPROC, (policy.pids_limit + running,) * 2)
         cpu = int(policy.stage_timeout_s * (policy.cpus + 1))  # past the wall clock: that one speaks first
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
         resource.setrlimit(resource.RLIMIT_FSIZE, (policy.file_bytes, policy.file_bytes))
