@@ -190,3 +190,33 @@ def test_eval_command_on_the_tiny_suite_and_a_failing_harness(tiny_run, tmp_path
     log = Path(r.stderr.split("its log: ")[1].strip())
     assert log.is_file() and "gsm8k" in log.read_text()
     assert not (tmp_path / "mb" / "base" / "record.json").exists()
+
+
+def test_a_stage_that_completes_and_exits_between_two_looks_is_done(tiny_run):
+    """The runner looks at a stage's output and at its process: a process that finishes both between the
+    two looks (a loaded machine, a container exiting) is done, never 'failed: exit code 0'. The handle
+    here waits for its process on the first poll, which puts the whole stage inside that window."""
+    from mergebench.pipeline.runner import Runner
+    from mergebench.runtimes.local import LocalRuntime
+
+    class WaitingHandle:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def poll(self):
+            while self.inner.poll() is None:
+                time.sleep(0.05)
+            return self.inner.poll()
+
+        def stop(self):
+            self.inner.stop()
+
+    class Waiting(LocalRuntime):
+        def start(self, stage, spec, log, gpus, env):
+            return WaitingHandle(super().start(stage, spec, log, gpus, env))
+
+    ws, _, _ = tiny_run
+    plan = build_plan("tiny", ["soup"], image_id=lambda image: "local", eval_limit=8)
+    plan.stages = [s for s in plan.stages if s.name in ("fetch/tiny", "merge/soup")]
+    summary = Runner(plan, Workspace(ws), Waiting()).run(force=["merge/soup"])
+    assert summary.status == {"fetch/tiny": "skipped", "merge/soup": "done"}

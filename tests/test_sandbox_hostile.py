@@ -96,9 +96,11 @@ class Box:
                                                                  argv=[sys.executable, "-c", program])
         else:
             from mergebench.runtimes.docker import DockerHandle, DockerRuntime
+            from mergebench.runtimes.sandbox import Mounts, docker_owner
 
             runtime = DockerRuntime(track="cpu", sandbox=self.policy)
             kwargs = runtime.container_kwargs(self.stage, self.spec, [], self.env)
+            Mounts.for_spec(self.spec, self.env).prepare(docker_owner(self.policy))  # as start() does
             kwargs["command"] = ["python", "-c", program]
             handle = DockerHandle(runtime.client.containers.run(**kwargs), log, timeout_s=self.policy.stage_timeout_s)
         deadline = time.time() + 120

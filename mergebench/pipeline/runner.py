@@ -171,13 +171,15 @@ class Runner:
 
     def _reap(self, running, summary) -> None:
         for job in list(running):
+            # polled before the outputs are looked at: a process that completes its output and exits between
+            # the two looks must not read as one that exited without it
+            code = job.handle.poll()
             for stage in job.stages:  # a batch reports each stage as soon as its output is complete
                 if stage.name not in job.reported and self.ws.is_complete(stage):
                     job.reported.add(stage.name)
                     summary.seconds[stage.name] = time.time() - job.started
                     summary.logs[stage.name] = str(self.ws.log(stage))
                     self._mark(summary, stage, "done")
-            code = job.handle.poll()
             if code is None:
                 continue
             running.remove(job)

@@ -185,7 +185,6 @@ class DockerRuntime(Runtime):
             kwargs["device_requests"] = [DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])]
         if is_sandboxed(spec):  # generated code: only its own folders, and docker/images.yaml's limits
             policy, mounts = self.policy(), Mounts.for_spec(specs[0], env)
-            mounts.prepare(docker_owner(policy))
             kwargs.update(docker_settings(policy, mounts))
             kwargs["environment"] = {**kwargs["environment"], **SCRATCH_ENV}
             kwargs["init"] = True
@@ -196,9 +195,14 @@ class DockerRuntime(Runtime):
         if stage.kind in HUB_KINDS:  # only the fetch stages see the token and where the hub is
             env = {**env, **{k: os.environ[k] for k in ("HF_TOKEN", *HUB_ENV) if os.environ.get(k)}}
         kwargs = self.container_kwargs(stage, spec, gpus, env)
-        timeout = self.policy().stage_timeout_s if is_sandboxed(spec) else None
-        return self._adopt(kwargs["labels"], log) or DockerHandle(self.client.containers.run(**kwargs), log,
-                                                                  timeout_s=timeout)
+        adopted = self._adopt(kwargs["labels"], log)
+        if adopted is not None:
+            return adopted
+        timeout = None
+        if is_sandboxed(spec):  # its folders made and handed to the sandbox's user (never an adopted one's)
+            Mounts.for_spec(spec, env).prepare(docker_owner(self.policy()))
+            timeout = self.policy().stage_timeout_s
+        return DockerHandle(self.client.containers.run(**kwargs), log, timeout_s=timeout)
 
     def start_batch(self, stages: list[Stage], specs: list[Path], logs: list[Path], env: dict[str, str]) -> Handle:
         # Each stage logs to its own file; what the container prints between stages goes to the batch log.
