@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from launchreq import request_for
 
 from mergebench.errors import MergeBenchError
 from mergebench.pipeline.runner import stage_env
@@ -34,7 +35,7 @@ def test_cpu_stage_argv_is_exact(ws, tmp_path):
     spec = ws.run_dir(merge_stage()) / "spec.json"
     env = stage_env(ws, "merge")
     w = str(ws.root)
-    assert rt.command(merge_stage(), spec, 0, env, "") == [
+    assert rt.command(request_for(merge_stage(), spec, env), 0, "") == [
         "apptainer", "exec", "--cleanenv", "--containall", "--pwd", w, "--bind", f"{w}:{w}",
         "--env", f"HOME={w}/runs/.home", "--env", f"XDG_CACHE_HOME={w}/cache", "--env", f"TORCH_HOME={w}/cache/torch",
         "--env", f"TORCH_EXTENSIONS_DIR={w}/cache/torch_extensions",
@@ -48,7 +49,7 @@ def test_cpu_stage_argv_is_exact(ws, tmp_path):
 
 def test_gpu_stage_gets_nv_and_its_devices(ws, tmp_path):
     rt = ApptainerRuntime(tmp_path / "sif")
-    argv = rt.command(merge_stage(gpus=2), Path("/x/spec.json"), 2, stage_env(ws, "merge"), "2,3")
+    argv = rt.command(request_for(merge_stage(gpus=2), "/x/spec.json", stage_env(ws, "merge")), 2, "2,3")
     assert argv[:5] == ["apptainer", "exec", "--cleanenv", "--containall", "--nv"]
     assert argv[argv.index("CUDA_VISIBLE_DEVICES=2,3") - 1] == "--env"
     assert argv[-5:] == [f"{tmp_path}/sif/train.sif", "mergebench", "stage", "run", "/x/spec.json"]
@@ -56,14 +57,14 @@ def test_gpu_stage_gets_nv_and_its_devices(ws, tmp_path):
 
 def test_without_devices_the_env_is_left_to_the_job(ws, tmp_path):
     """A Slurm job script adds CUDA_VISIBLE_DEVICES from the devices Slurm gave the job."""
-    argv = ApptainerRuntime(tmp_path / "sif").command(merge_stage(1), Path("/s.json"), 1, stage_env(ws, "merge"))
+    argv = ApptainerRuntime(tmp_path / "sif").command(request_for(merge_stage(1), "/s.json", stage_env(ws, "merge")), 1)
     assert "--nv" in argv and not any(a.startswith("CUDA_VISIBLE_DEVICES") for a in argv)
 
 
 def test_fetch_stage_is_online_and_never_carries_a_token(ws, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_secret")
     stage = Stage("fetch", "fetch", {}, {}, "train", 0, "cd" * 32)
-    argv = ApptainerRuntime(tmp_path / "sif").command(stage, Path("/s.json"), 0, stage_env(ws, "fetch"), "")
+    argv = ApptainerRuntime(tmp_path / "sif").command(request_for(stage, "/s.json", stage_env(ws, "fetch")), 0, "")
     assert "HF_HUB_OFFLINE=1" not in argv and not any("hf_secret" in a for a in argv)
 
 
@@ -94,7 +95,7 @@ def test_image_id_is_the_sif_sha256_cached_beside_it(tmp_path):
 def test_check_says_apptainer_is_not_installed(tmp_path):
     rt = ApptainerRuntime(tmp_path / "sif", executable="apptainer-not-installed-here")
     with pytest.raises(MergeBenchError, match=r"apptainer is not installed here .*--runtime local"):
-        rt.check([merge_stage()])
+        rt.check({merge_stage().image})
 
 
 def test_check_says_how_to_build_a_missing_sif(tmp_path):
@@ -104,13 +105,13 @@ def test_check_says_how_to_build_a_missing_sif(tmp_path):
     fake.chmod(0o755)
     rt = ApptainerRuntime(tmp_path / "sif", executable=str(fake), track="modern")
     with pytest.raises(MergeBenchError) as e:
-        rt.check([merge_stage()])
+        rt.check({merge_stage().image})
     msg = str(e.value)
     assert "\n" not in msg and f"{tmp_path}/sif/train.sif is missing" in msg and "make sif" in msg
     assert f"apptainer build {tmp_path}/sif/train.sif docker-daemon://mergebench/train:0.1.0-modern" in msg
     (tmp_path / "sif").mkdir()
     (tmp_path / "sif" / "train.sif").write_bytes(b"x")
-    rt.check([merge_stage()])
+    rt.check({merge_stage().image})
 
 
 def test_build_command_uses_the_image_tags():

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from launchreq import request_for
 from reference_merge import load_all
 from tinymodels import build_base, build_specialist
 
@@ -138,11 +139,11 @@ def test_docker_unreachable_and_missing_image_say_what_to_do(monkeypatch):
     stage = Stage("merge/soup", "merge", {}, {}, "train")
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with pytest.raises(MergeBenchError, match=r"Docker is not reachable .*--runtime local"):
-        DockerRuntime(track=TRACK).check([stage])
+        DockerRuntime(track=TRACK).check({stage.image})
     monkeypatch.undo()
     _engine()
     with pytest.raises(MergeBenchError, match=r"image nowhere/mergebench/train:0.1.0-cpu is missing; build it with"):
-        DockerRuntime(track=TRACK, prefix="nowhere").check([stage])
+        DockerRuntime(track=TRACK, prefix="nowhere").check({stage.image})
 
 
 def test_a_restarted_runner_adopts_the_container_of_a_killed_one(client, tmp_path):
@@ -216,7 +217,8 @@ def test_only_hub_stages_get_a_network_the_token_and_the_endpoint(monkeypatch, t
     monkeypatch.setattr("mergebench.runtimes.docker.DockerHandle", lambda container, log, since=None, timeout_s=None: container)
     env = {"MERGEBENCH_WORKSPACE": str(tmp_path)}
     for kind in ("fetch_tasks", "fetch", "eval"):
-        rt.start(Stage(kind, kind, {}, {}, "lmeval", 0, "ab" * 32), tmp_path / "spec.json", tmp_path / "log", [], env)
+        rt.start(request_for(Stage(kind, kind, {}, {}, "lmeval", 0, "ab" * 32), tmp_path / "spec.json", env,
+                             tmp_path / "log"), [])
     fetch_tasks, fetch, evaluation = Client.containers.runs
     for hub in (fetch_tasks, fetch):
         assert hub["network_mode"] == "host"
@@ -224,5 +226,5 @@ def test_only_hub_stages_get_a_network_the_token_and_the_endpoint(monkeypatch, t
     assert evaluation["network_mode"] == "none"
     assert "HF_TOKEN" not in evaluation["environment"] and "HF_ENDPOINT" not in evaluation["environment"]
     monkeypatch.delenv("MERGEBENCH_FETCH_NETWORK")
-    assert rt.container_kwargs(Stage("fetch", "fetch", {}, {}, "train", 0, "ab" * 32), tmp_path, [], env)[
+    assert rt.container_kwargs(request_for(Stage("fetch", "fetch", {}, {}, "train", 0, "ab" * 32), tmp_path, env), [])[
         "network_mode"] == "bridge"

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+from launchreq import request_for
 
 from mergebench.pipeline.runner import stage_env
 from mergebench.pipeline.stage import Stage
@@ -42,10 +43,10 @@ def test_local_runtime_hands_the_stage_its_gpu(ws, tmp_path, monkeypatch):
     handed = []
     monkeypatch.setattr(local, "spawn", lambda argv, log, env, **kw: handed.append(env))
     rt = local.LocalRuntime()
-    rt.start(_stage(1), tmp_path / "spec.json", tmp_path / "log", [3], stage_env(ws, "eval"))
-    rt.start(_stage(0), tmp_path / "spec.json", tmp_path / "log", [], stage_env(ws, "eval"))
+    rt.start(request_for(_stage(1), tmp_path / "spec.json", stage_env(ws, "eval"), tmp_path / "log"), [3])
+    rt.start(request_for(_stage(0), tmp_path / "spec.json", stage_env(ws, "eval"), tmp_path / "log"), [])
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")  # the caller's own choice does not leak through
-    rt.start(_stage(1), tmp_path / "spec.json", tmp_path / "log", [3], stage_env(ws, "eval"))
+    rt.start(request_for(_stage(1), tmp_path / "spec.json", stage_env(ws, "eval"), tmp_path / "log"), [3])
     assert [_seen(env) for env in handed] == ["visible=3", "visible=", "visible=3"]
 
 
@@ -55,8 +56,8 @@ def test_apptainer_passes_the_host_index(ws, tmp_path, monkeypatch):
     handed = []
     monkeypatch.setattr(apptainer, "spawn", lambda argv, log, env, **kw: handed.append(argv))
     rt = apptainer.ApptainerRuntime(tmp_path / "sif")
-    rt.start(_stage(1), tmp_path / "spec.json", tmp_path / "log", [3], stage_env(ws, "eval"))
-    rt.start(_stage(0), tmp_path / "spec.json", tmp_path / "log", [], stage_env(ws, "eval"))
+    rt.start(request_for(_stage(1), tmp_path / "spec.json", stage_env(ws, "eval"), tmp_path / "log"), [3])
+    rt.start(request_for(_stage(0), tmp_path / "spec.json", stage_env(ws, "eval"), tmp_path / "log"), [])
     gpu, cpu = handed
     assert "--nv" in gpu and "CUDA_VISIBLE_DEVICES=3" in gpu
     assert "--nv" not in cpu and "CUDA_VISIBLE_DEVICES=" in cpu
@@ -67,10 +68,10 @@ def test_docker_requests_the_device_and_numbers_it_zero_inside(ws, tmp_path):
 
     rt = DockerRuntime(track="cpu", client=object())
     rt.provenance = lambda image: {}
-    gpu = rt.container_kwargs(_stage(1), tmp_path / "spec.json", [3], stage_env(ws, "eval"))
+    gpu = rt.container_kwargs(request_for(_stage(1), tmp_path / "spec.json", stage_env(ws, "eval")), [3])
     assert [(r.device_ids, r.capabilities) for r in gpu["device_requests"]] == [(["3"], [["gpu"]])]
     assert _seen({"CUDA_VISIBLE_DEVICES": gpu["environment"]["CUDA_VISIBLE_DEVICES"]}) == "visible=0"
-    cpu = rt.container_kwargs(_stage(0), tmp_path / "spec.json", [], stage_env(ws, "eval"))
+    cpu = rt.container_kwargs(request_for(_stage(0), tmp_path / "spec.json", stage_env(ws, "eval")), [])
     assert "device_requests" not in cpu and cpu["environment"]["CUDA_VISIBLE_DEVICES"] == ""
 
 

@@ -212,8 +212,8 @@ def test_a_stage_that_completes_and_exits_between_two_looks_is_done(tiny_run):
             self.inner.stop()
 
     class Waiting(LocalRuntime):
-        def start(self, stage, spec, log, gpus, env):
-            return WaitingHandle(super().start(stage, spec, log, gpus, env))
+        def start(self, request, gpus):
+            return WaitingHandle(super().start(request, gpus))
 
     ws, _, _ = tiny_run
     plan = build_plan("tiny", ["soup"], image_id=lambda image: "local", eval_limit=8)

@@ -1,7 +1,7 @@
 """Hostile generated programs in the sandbox of a code-executing stage, on the local runtime
 (bubblewrap) and the docker runtime (the CPU train image), launched the way each runtime launches a
-sandboxed stage (its spec's mounts, docker/images.yaml's policy) with the program in place of the
-stage's entry point. Each one is stopped, nothing of the workspace outside its output folder changes,
+sandboxed stage (its launch request's mounts, docker/images.yaml's policy with tighter limits) with the
+program in place of the stage's entry point. Each one is stopped, nothing of the workspace outside its output folder changes,
 no process outlives it, and a correct program next to them still writes its result."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from mergebench.pipeline.execute import write_spec
+from mergebench.pipeline.launch import launch_request
 from mergebench.pipeline.plan import Plan
 from mergebench.pipeline.stage import Stage
 from mergebench.pipeline.workspace import Workspace
@@ -66,7 +66,6 @@ class Box:
         plan = Plan("hostile")
         plan.add(gen)
         plan.add(self.stage)
-        self.spec = write_spec(self.ws, self.stage, plan.by_name)
         self.generations = gen_out / "generations.json"
         self.out = self.ws.partial(self.stage)
         self.policy = dataclasses.replace(SandboxPolicy.from_images_yaml(), stage_timeout_s=8,
@@ -74,6 +73,7 @@ class Box:
         self.runtime_name = runtime
         self.env = {"HF_HOME": str(self.ws.hf_home), "MERGEBENCH_WORKSPACE": str(self.ws.root),
                     "HF_HUB_OFFLINE": "1"}
+        self.request = launch_request(self.ws, [self.stage], plan.by_name, self.env, policy=self.policy)
 
     def snapshot(self) -> dict[str, str]:
         """Every file of the workspace outside the output folder and the stage's log, with its digest."""
@@ -92,15 +92,14 @@ class Box:
         if self.runtime_name == "local":
             from mergebench.runtimes.local import LocalRuntime
 
-            handle = LocalRuntime(sandbox=self.policy).sandboxed(self.spec, log, self.env,
-                                                                 argv=[sys.executable, "-c", program])
+            handle = LocalRuntime().sandboxed(self.request, argv=[sys.executable, "-c", program])
         else:
             from mergebench.runtimes.docker import DockerHandle, DockerRuntime
             from mergebench.runtimes.sandbox import Mounts, docker_owner
 
-            runtime = DockerRuntime(track="cpu", sandbox=self.policy)
-            kwargs = runtime.container_kwargs(self.stage, self.spec, [], self.env)
-            Mounts.for_spec(self.spec, self.env).prepare(docker_owner(self.policy))  # as start() does
+            runtime = DockerRuntime(track="cpu")
+            kwargs = runtime.container_kwargs(self.request, [])
+            Mounts.for_request(self.request.sandbox, self.env).prepare(docker_owner(self.policy))  # as start() does
             kwargs["command"] = ["python", "-c", program]
             handle = DockerHandle(runtime.client.containers.run(**kwargs), log, timeout_s=self.policy.stage_timeout_s)
         deadline = time.time() + 120
@@ -240,7 +239,7 @@ def test_apptainer_gets_the_same_mounts(tmp_path, monkeypatch):
     from mergebench.runtimes.apptainer import ApptainerRuntime
 
     box = Box(tmp_path, "apptainer", monkeypatch)
-    argv = ApptainerRuntime(sif_dir=tmp_path / "sif").command(box.stage, box.spec, 0, box.env)
+    argv = ApptainerRuntime(sif_dir=tmp_path / "sif").command(box.request, 0)
     for flag in ("--containall", "--no-home", "--net"):
         assert flag in argv
     assert argv[argv.index("--network") + 1] == "none"

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from launchreq import request_for
 
 from mergebench.catalog import DOMAIN_NAMES
 from mergebench.errors import MergeBenchError
+from mergebench.pipeline.launch import submit_plan
 from mergebench.pipeline.plan import Plan
 from mergebench.pipeline.runner import Runner, stage_env
 from mergebench.pipeline.stage import Stage
@@ -45,6 +47,12 @@ binds: [/scratch]
 
 def stage(kind="merge", gpus=0, name="merge/ties", image="train") -> Stage:
     return Stage(name, kind, {"method": "ties"}, {"family": "fetch"}, image, gpus, "ab" * 32)
+
+
+def req(s: Stage, spec="/ws/runs/m/spec.json", env=None, log=None, complete=None):
+    """The stage's launch request; it waits on its inputs that are not in `complete` (when given)."""
+    after = () if complete is None else tuple(n for n in s.inputs.values() if n not in complete)
+    return request_for(s, spec, env or {"MERGEBENCH_WORKSPACE": "/ws"}, log, after)
 
 
 # --- the config -----------------------------------------------------------------------------------------
@@ -103,16 +111,16 @@ def test_sbatch_argv_is_exact(tmp_path):
     rt = SlurmRuntime(parse_config({"partition": "gpu", "account": "p1", "time": {"merge": "01:00:00"},
                                     "cpus": 8, "mem": "32G", "gpus": 2, "extra_sbatch_args": ["--qos=hi"],
                                     "container": "local"}))
-    argv = rt.sbatch_argv(stage(gpus=1), Path("/ws/runs/m/job.sh"), Path("/ws/runs/m/log.txt"), ["11", "12"])
+    argv = rt.sbatch_argv(req(stage(gpus=1)), Path("/ws/runs/m/job.sh"), Path("/ws/runs/m/log.txt"), ["11", "12"])
     assert argv == ["sbatch", "--parsable", "--job-name", "mb-merge-ties", "--output", "/ws/runs/m/log.txt",
                     "--open-mode=append", "--kill-on-invalid-dep=yes", "--dependency=afterok:11:12",
                     "--partition", "gpu", "--account", "p1", "--time", "01:00:00", "--cpus-per-task", "8",
                     "--mem", "32G", "--gres=gpu:2", "--qos=hi", "/ws/runs/m/job.sh"]
     plain = SlurmRuntime(HpcConfig(container="local", gpu_flag="gpus"))
-    assert plain.sbatch_argv(stage(kind="eval"), Path("j.sh"), Path("l.txt"), []) == [
+    assert plain.sbatch_argv(req(stage(kind="eval")), Path("j.sh"), Path("l.txt"), []) == [
         "sbatch", "--parsable", "--job-name", "mb-merge-ties", "--output", "l.txt", "--open-mode=append",
         "--kill-on-invalid-dep=yes", "j.sh"]
-    assert "--gpus=1" in plain.sbatch_argv(stage(gpus=1), Path("j.sh"), Path("l.txt"), [])
+    assert "--gpus=1" in plain.sbatch_argv(req(stage(gpus=1)), Path("j.sh"), Path("l.txt"), [])
 
 
 def test_local_job_script_is_exact(tmp_path):
@@ -120,7 +128,7 @@ def test_local_job_script_is_exact(tmp_path):
     rt = SlurmRuntime(HpcConfig(container="local", python="/venv/bin/python"))
     spec = ws.run_dir(stage()) / "spec.json"
     w = str(ws.root)
-    assert rt.job_script(stage(), spec, stage_env(ws, "merge")) == "\n".join([
+    assert rt.job_script(req(stage(), spec, stage_env(ws, "merge"))) == "\n".join([
         "#!/bin/bash",
         f"# mergebench stage merge/ties (key {'ab' * 6}), written by the slurm runtime",
         "set -uo pipefail",
@@ -143,9 +151,9 @@ def test_apptainer_job_script_runs_the_sif_with_slurms_gpus(tmp_path):
     ws = Workspace(tmp_path / "ws")
     rt = SlurmRuntime(HpcConfig(container="apptainer", sif_dir=tmp_path / "sif", gpus=2))
     spec = Path("/ws/runs/m/spec.json")
-    script = rt.job_script(stage(gpus=1), spec, stage_env(ws, "merge")).splitlines()
+    script = rt.job_script(req(stage(gpus=1), spec, stage_env(ws, "merge"))).splitlines()
     run = next(line for line in script if line.startswith("if "))
-    argv = rt.apptainer.command(stage(gpus=1), spec, 2, stage_env(ws, "merge"))
+    argv = rt.apptainer.command(req(stage(gpus=1), spec, stage_env(ws, "merge")), 2)
     assert argv[:5] == ["apptainer", "exec", "--cleanenv", "--containall", "--nv"]
     assert argv[-5:] == [f"{tmp_path}/sif/train.sif", "mergebench", "stage", "run", str(spec)]
     assert run == (f'if {shlex.join(argv[:-5])} --env "CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-}}" '
@@ -154,7 +162,7 @@ def test_apptainer_job_script_runs_the_sif_with_slurms_gpus(tmp_path):
     out = subprocess.run(["bash", "-c", run.removeprefix("if ").split("; then")[0].replace("apptainer", "printf '%s\\n'", 1)],
                          env={"CUDA_VISIBLE_DEVICES": "2,3", "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
     assert out.stdout.splitlines() == [*argv[1:-5], "--env", "CUDA_VISIBLE_DEVICES=2,3", *argv[-5:]]
-    fetch = rt.job_script(stage(kind="fetch", name="fetch"), spec, stage_env(ws, "fetch"))
+    fetch = rt.job_script(req(stage(kind="fetch", name="fetch"), spec, stage_env(ws, "fetch")))
     assert 'export APPTAINERENV_HF_TOKEN="$HF_TOKEN"' in fetch and "unset HF_TOKEN" not in fetch
 
 
@@ -162,16 +170,16 @@ def test_array_script_and_argv_are_exact(tmp_path):
     ws = Workspace(tmp_path / "ws")
     rt = SlurmRuntime(HpcConfig(container="local", python="/venv/bin/python", time={"eval": "30"}))
     a, b = stage(kind="eval", name="eval/base"), stage(kind="eval", name="eval/math")
-    rows = [(s, Path(f"/ws/runs/{s.slug}/spec.json"), Path(f"/ws/runs/{s.slug}/log.txt"), stage_env(ws, "eval"))
+    rows = [req(s, Path(f"/ws/runs/{s.slug}/spec.json"), stage_env(ws, "eval"), Path(f"/ws/runs/{s.slug}/log.txt"))
             for s in (a, b)]
     script = rt.array_script(rows)
     assert script.startswith("#!/bin/bash\n# mergebench job array of 2 stages, written by the slurm runtime\n"
                              'set -uo pipefail\ncase "${SLURM_ARRAY_TASK_ID:-}" in\n0)  # eval/base (key ')
-    body = "\n".join("    " + line for line in rt._body(b, rows[1][1], rows[1][3]))
+    body = "\n".join("    " + line for line in rt._body(rows[1]))
     assert (f"1)  # eval/math (key {'ab' * 6})\n    exec >> /ws/runs/eval-math/log.txt 2>&1\n"
             f'    echo "[slurm] array task ${{SLURM_ARRAY_JOB_ID:-?}}_1: stage eval/math"\n{body}\n    ;;\n') in script
     assert script.endswith('*) echo "[slurm] no stage for array task ${SLURM_ARRAY_TASK_ID:-?}"; exit 2 ;;\nesac\n')
-    assert rt.array_argv(a, 2, Path("/ws/runs/slurm-arrays/eval-x.sh"), ["7"]) == [
+    assert rt.array_argv(rows[0], 2, Path("/ws/runs/slurm-arrays/eval-x.sh"), ["7"]) == [
         "sbatch", "--parsable", "--job-name", "mb-eval-array", "--output", "/ws/runs/slurm-arrays/eval-x.%a.out",
         "--open-mode=append", "--kill-on-invalid-dep=yes", "--dependency=afterok:7", "--time", "30",
         "--array=0-1", "/ws/runs/slurm-arrays/eval-x.sh"]
@@ -181,15 +189,15 @@ def test_evaluations_waiting_on_the_same_stages_form_arrays():
     from mergebench.pipeline.plan import build_plan
 
     plan = build_plan("llama-3.2-3b", ["ties"])
-    groups = SlurmRuntime(HpcConfig(container="local")).array_groups(plan.stages, set())
+    groups = SlurmRuntime(HpcConfig(container="local")).array_groups([req(s, complete=set()) for s in plan.stages])
     names = sorted(sorted(s.name for s in g) for g in groups)
     first_evals = sorted(f"eval/{m}/{h}" for m in ("base", *DOMAIN_NAMES)
                          for h in ("lmeval", "bigcode-generate", "safety"))
     assert names == [first_evals, sorted(f"eval/merge:ties/{h}" for h in ("lmeval", "bigcode-generate", "safety"))]
     # with the family complete, the specialist evaluations wait on nothing: still one array
     waiting = [s for s in plan.stages if s.name != "fetch"]
-    assert len(SlurmRuntime(HpcConfig(container="local")).array_groups(waiting, {"fetch"})[0]) == 18
-    assert SlurmRuntime(HpcConfig(container="local", array_kinds=[])).array_groups(plan.stages, set()) == []
+    assert len(SlurmRuntime(HpcConfig(container="local")).array_groups([req(s, complete={"fetch"}) for s in waiting])[0]) == 18
+    assert SlurmRuntime(HpcConfig(container="local", array_kinds=[])).array_groups([req(s, complete=set()) for s in plan.stages]) == []
 
 
 def test_array_kinds_must_be_stage_kinds():
@@ -205,11 +213,12 @@ def test_image_id_local_matches_the_local_runtime():
 def test_a_job_gone_from_slurm_is_judged_by_its_output(tmp_path):
     from mergebench.runtimes.slurm import SlurmHandle
 
-    first = SlurmHandle("999999999", tmp_path, poll_every=0, vanish_after=3600)
+    done = tmp_path / "manifest.json"
+    first = SlurmHandle("999999999", done, poll_every=0, vanish_after=3600)
     assert first.poll() is None  # not visible (yet): still waiting
-    assert SlurmHandle("999999999", tmp_path, poll_every=0, vanish_after=0).poll() == 1
-    (tmp_path / "manifest.json").write_text("{}")
-    assert SlurmHandle("999999999", tmp_path, poll_every=0, vanish_after=0).poll() == 0
+    assert SlurmHandle("999999999", done, poll_every=0, vanish_after=0).poll() == 1
+    done.write_text("{}")
+    assert SlurmHandle("999999999", done, poll_every=0, vanish_after=0).poll() == 0
 
 
 def test_no_sbatch_is_a_one_line_error(tmp_path, monkeypatch):
@@ -303,8 +312,8 @@ def cluster_run(tmp_path_factory):
     plan = full_plan()
     build_family(ws.output(plan.by_name["fetch/family"]))
     held = SlurmRuntime(HpcConfig(container="local", extra_sbatch_args=["--hold"]))
-    first = held.submit(plan, ws)  # held: nothing starts before we look at the queue
-    again = SlurmRuntime(HpcConfig(container="local")).submit(plan, ws)
+    first = submit_plan(plan, ws, held)  # held: nothing starts before we look at the queue
+    again = submit_plan(plan, ws, SlurmRuntime(HpcConfig(container="local")))
     deps = {name: _scontrol(job)["Dependency"] for name, job in first.submitted.items()}
     subprocess.run(["scontrol", "release", ",".join(first.submitted.values())], check=True, capture_output=True)
     states = wait_for(first.submitted.values())
@@ -325,7 +334,7 @@ def test_submits_incomplete_stages_chained_with_afterok(cluster_run):
     assert deps["merge/soup"] == "(null)" and deps["merge/broken"] == "(null)"
     assert deps["merge/after-soup"].startswith(f"afterok:{jobs['merge/soup']}")
     assert deps["merge/after-broken"].startswith(f"afterok:{jobs['merge/broken']}")
-    recorded = read_jobs(ws)
+    recorded = read_jobs(ws.root)
     assert {n: r["job_id"] for n, r in recorded.items()} == jobs
     assert recorded["merge/after-soup"]["after"] == [jobs["merge/soup"]]
     assert (ws.run_dir(plan.by_name["merge/soup"]) / "job.sh").is_file()
@@ -389,14 +398,14 @@ def test_rerun_submits_nothing_for_complete_stages(cluster_run):
     ws, plan, first, _, _, _ = cluster_run
     rt = SlurmRuntime(HpcConfig(container="local", extra_sbatch_args=["--hold"]))
     good = make_plan(merge("merge/soup", "soup"), merge("merge/after-soup", "task_arithmetic", "merge/soup"))
-    again = rt.submit(good, ws)
+    again = submit_plan(good, ws, rt)
     assert again.submitted == {} and again.queued == {}
     assert again.complete == ["fetch/family", "merge/soup", "merge/after-soup"]
-    retry = rt.submit(full_plan(), ws)  # the failed stage and its dependant are submitted again, nothing else
+    retry = submit_plan(full_plan(), ws, rt)  # the failed stage and its dependant are submitted again, nothing else
     try:
         assert sorted(retry.submitted) == ["merge/after-broken", "merge/broken"]
-        assert read_jobs(ws)["merge/after-broken"]["after"] == [retry.submitted["merge/broken"]]
-        assert read_jobs(ws)["merge/soup"]["job_id"] == first.submitted["merge/soup"]
+        assert read_jobs(ws.root)["merge/after-broken"]["after"] == [retry.submitted["merge/broken"]]
+        assert read_jobs(ws.root)["merge/soup"]["job_id"] == first.submitted["merge/soup"]
     finally:
         subprocess.run(["scancel", *retry.submitted.values()], capture_output=True)
 
@@ -407,7 +416,7 @@ def test_the_runner_drives_slurm_jobs_too(cluster_run):
     plan = make_plan(merge("merge/by-runner", "task_arithmetic"))
     summary = Runner(plan, ws, SlurmRuntime(HpcConfig(container="local"))).run()
     assert summary.status == {"fetch/family": "skipped", "merge/by-runner": "done"}
-    job = read_jobs(ws)["merge/by-runner"]["job_id"]
+    job = read_jobs(ws.root)["merge/by-runner"]["job_id"]
     assert f"[slurm] job {job}" in ws.log(plan.by_name["merge/by-runner"]).read_text()
 
 
@@ -420,7 +429,7 @@ def test_submit_command_submits_the_tiny_plan(tmp_path):
     ws = tmp_path / "ws"
     result = CliRunner().invoke(submit_command, ["--workspace", str(ws), "--hpc-config", str(cfg),
                                                  "--methods", "soup", "--eval-limit", "4"])
-    jobs = read_jobs(Workspace(ws))
+    jobs = read_jobs(ws)
     try:
         assert result.exit_code == 0, result.output
         assert "job(s) submitted" in result.output and "fetch/tiny" in jobs and "report" in jobs
@@ -442,8 +451,8 @@ def array_run(tmp_path_factory):
                      merge("merge/after-broken", "soup", "merge/broken"))
     build_family(ws.output(plan.by_name["fetch/family"]))
     cfg = dict(container="local", array_kinds=["merge"])
-    first = SlurmRuntime(HpcConfig(**cfg, extra_sbatch_args=["--hold"])).submit(plan, ws)
-    again = SlurmRuntime(HpcConfig(**cfg)).submit(plan, ws)
+    first = submit_plan(plan, ws, SlurmRuntime(HpcConfig(**cfg, extra_sbatch_args=["--hold"])))
+    again = submit_plan(plan, ws, SlurmRuntime(HpcConfig(**cfg)))
     held = sorted({job.split("_")[0] for job in first.submitted.values()})
     subprocess.run(["scontrol", "release", ",".join(held)], check=True, capture_output=True)
     return ws, plan, first, again, wait_for(first.submitted.values())
@@ -456,7 +465,7 @@ def test_stages_with_the_same_inputs_go_out_as_one_array(array_run):
     array = jobs["merge/soup"].split("_")[0]
     assert [jobs[n] for n in ("merge/soup", "merge/broken", "merge/ta")] == [f"{array}_{i}" for i in range(3)]
     assert jobs["merge/after-soup"].isdigit() and jobs["merge/after-broken"].isdigit()  # different inputs: own jobs
-    recorded = read_jobs(ws)
+    recorded = read_jobs(ws.root)
     assert recorded["merge/after-soup"]["after"] == [f"{array}_0"]
     assert recorded["merge/after-broken"]["after"] == [f"{array}_1"]
     assert again.submitted == {} and again.queued == jobs
@@ -486,11 +495,11 @@ def test_the_whole_tiny_plan_runs_on_slurm(tmp_path, tiny_run):
     ws = Workspace(tmp_path / "ws").ensure()
     fetch = plan.by_name["fetch/tiny"]
     shutil.copytree(Workspace(tiny_run[0]).output(fetch), ws.output(fetch))
-    first = rt.submit(plan, ws)
+    first = submit_plan(plan, ws, rt)
     assert set(first.submitted) == {s.name for s in plan.stages} - {"fetch/tiny"}
     assert len({first.submitted[f"eval/{m}"].split("_")[0] for m in ("base", *DOMAIN_NAMES, "multitask")}) == 1
     states = wait_for(first.submitted.values(), timeout=1200)
     assert {s.state for s in states.values()} == {"COMPLETED"}
     assert (ws.output(plan.by_name["report"]) / "report.md").is_file()
-    again = rt.submit(plan, ws)
+    again = submit_plan(plan, ws, rt)
     assert again.submitted == {} and len(again.complete) == len(plan.stages)

@@ -27,6 +27,7 @@ STYLE = {"COMPLETED": "green", "RUNNING": "cyan", "PENDING": "yellow", "FAILED":
 @click.option("--eval-limit", type=int, help="evaluate only the first N rows of each task (smoke runs)")
 def submit_command(model, methods, workspace, hpc_config, eval_limit):
     """Submit every stage that is not complete as a Slurm job chained with afterok, then return."""
+    from mergebench.pipeline.launch import submit_plan
     from mergebench.pipeline.plan import build_plan
     from mergebench.pipeline.workspace import Workspace
     from mergebench.runtimes.slurm import SlurmRuntime, jobs_path
@@ -34,14 +35,14 @@ def submit_command(model, methods, workspace, hpc_config, eval_limit):
     runtime = SlurmRuntime(hpc_config)
     plan = build_plan(model, list(methods) or None, image_id=runtime.image_id, eval_limit=eval_limit)
     ws = Workspace(workspace)
-    result = runtime.submit(plan, ws)
+    result = submit_plan(plan, ws, runtime)
     console = Console(stderr=True)
     for name, job in result.submitted.items():
         console.print(f"[cyan]submitted[/] {name}: job {job}")
     for name, job in result.queued.items():
         console.print(f"[yellow]   queued[/] {name}: job {job} (already pending or running)")
     console.print(f"{len(result.submitted)} job(s) submitted, {len(result.queued)} already queued, "
-                  f"{len(result.complete)} stage(s) complete; jobs: {jobs_path(ws)}; follow with "
+                  f"{len(result.complete)} stage(s) complete; jobs: {jobs_path(ws.root)}; follow with "
                   f"`mergebench status --workspace {ws.root}`")
 
 
@@ -57,10 +58,10 @@ def status_command(workspace, as_json):
     from mergebench.runtimes.slurm import job_table, jobs_path
 
     ws = Workspace(workspace)
-    if not jobs_path(ws).is_file():
-        raise MergeBenchError(f"no Slurm submissions in workspace {ws.root} ({jobs_path(ws)} is missing); submit "
+    if not jobs_path(ws.root).is_file():
+        raise MergeBenchError(f"no Slurm submissions in workspace {ws.root} ({jobs_path(ws.root)} is missing); submit "
                               "with `mergebench submit --workspace DIR`")
-    rows, warning = job_table(ws)
+    rows, warning = job_table(ws.root)
     if as_json:
         click.echo(json.dumps([asdict(r) for r in rows], indent=2))
     else:

@@ -50,10 +50,7 @@ class StageContext:
 
 def write_spec(ws: Workspace, stage: Stage, stages: dict[str, Stage]) -> Path:
     spec = {"stage": stage.to_dict(), "workspace": str(ws.root),
-            "inputs": {role: str(ws.output(stages[name])) for role, name in stage.inputs.items()},
-            # what a runtime needs to know of the stage without the pipeline (its sandbox's mounts)
-            "paths": {"output": str(ws.output(stage)), "partial": str(ws.partial(stage)), "lock": str(ws.lock(stage))},
-            "sandbox": bool(stage.params.get("sandbox"))}
+            "inputs": {role: str(ws.output(stages[name])) for role, name in stage.inputs.items()}}
     path = ws.run_dir(stage) / "spec.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(spec, indent=2) + "\n")  # an adopted container may be reading it

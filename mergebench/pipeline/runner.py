@@ -14,12 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mergebench.errors import MergeBenchError
-from mergebench.pipeline.execute import promote, write_spec
+from mergebench.pipeline.execute import promote
+from mergebench.pipeline.launch import launch_request, stage_env
 from mergebench.pipeline.lock import WorkspaceLock
 from mergebench.pipeline.plan import Plan
-from mergebench.pipeline.stage import HUB_KINDS, Stage
+from mergebench.pipeline.stage import Stage
 from mergebench.pipeline.workspace import Workspace
 from mergebench.runtimes.base import Handle, Runtime
+
+__all__ = ["RunSummary", "Runner", "stage_env"]
 
 StatusFn = Callable[[str, str], None]  # (stage name, status)
 
@@ -37,17 +40,6 @@ class RunSummary:
     @property
     def blocked(self) -> list[str]:
         return [n for n, s in self.status.items() if s == "blocked"]
-
-
-def stage_env(ws: Workspace, kind: str, threads: int | None = None) -> dict[str, str]:
-    """Every stage sees the workspace's HF cache; only fetch stages may reach the hub. CPU stages that
-    run side by side share the cores instead of each taking all of them."""
-    env = {"HF_HOME": str(ws.hf_home), "MERGEBENCH_WORKSPACE": str(ws.root)}
-    if threads:
-        env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
-    if kind not in HUB_KINDS:
-        env.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-    return env
 
 
 class Runner:
@@ -72,7 +64,7 @@ class Runner:
     def run(self, force: list[str] | None = None) -> RunSummary:
         self.ws.ensure()
         with WorkspaceLock(self.ws.root):
-            self.runtime.check(self.plan.stages)
+            self.runtime.check({s.image for s in self.plan.stages}, any(s.gpus for s in self.plan.stages))
             return self._run(self.forced(force or []))
 
     def _run(self, forced: set[str]) -> RunSummary:
@@ -158,13 +150,9 @@ class Runner:
                 shutil.rmtree(self.ws.output(stage))
             pending.remove(stage)
         gpus = [self.free_gpus.pop(0) for _ in range(batch[0].gpus)]
-        specs = [write_spec(self.ws, stage, self.plan.by_name) for stage in batch]
         threads = None if gpus else max(1, (os.cpu_count() or 1) // self.max_cpu_jobs)
-        env = stage_env(self.ws, batch[0].kind, threads)
-        if len(batch) == 1:
-            handle = self.runtime.start(batch[0], specs[0], self.ws.log(batch[0]), gpus, env)
-        else:
-            handle = self.runtime.start_batch(batch, specs, [self.ws.log(s) for s in batch], env)
+        request = launch_request(self.ws, batch, self.plan.by_name, stage_env(self.ws, batch[0].kind, threads))
+        handle = self.runtime.start(request, gpus)
         running.append(_Job(handle, gpus, time.time(), batch))
         for stage in batch:
             self.on_status(stage.name, "running")

@@ -14,16 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mergebench import __version__
+from mergebench.stage_kinds import CATEGORY, HUB_KINDS  # the kinds' names: a leaf the HPC config reads too
 
-#: Where each kind of stage keeps its output inside the workspace.
-CATEGORY = {"fetch": "models", "fetch_tasks": "data", "tiny_build": "models", "local_family": "models", "stats": "stats", "merge": "models",
-            "tune": "models", "eval": "evals", "report": "reports"}
-
-#: Kinds that reach the hub: they alone run with network, HF_TOKEN and HF_ENDPOINT; every other stage runs
-#: with the hub offline and reads what these fetched.
-HUB_KINDS = frozenset({"fetch", "fetch_tasks"})
-#: What a hub stage may be told about where the hub is (a mirror, or the rehearsal's double).
-HUB_ENV = ("HF_ENDPOINT", "MERGEBENCH_NLTK_INDEX")
+__all__ = ["CATEGORY", "HUB_KINDS", "Stage", "stage_key"]
 
 
 @dataclass

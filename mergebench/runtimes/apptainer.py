@@ -23,10 +23,10 @@ from pathlib import Path
 from mergebench import __version__
 from mergebench.errors import MergeBenchError
 from mergebench.files import sha256_file
-from mergebench.pipeline.stage import HUB_KINDS, Stage
 from mergebench.runtimes.base import Handle, Runtime
 from mergebench.runtimes.local import spawn
-from mergebench.runtimes.sandbox import SCRATCH_ENV, Mounts, SandboxPolicy, apptainer_args, is_sandboxed
+from mergebench.runtimes.request import LaunchRequest
+from mergebench.runtimes.sandbox import SCRATCH_ENV, Mounts, apptainer_args
 
 SIF_ENV = "MERGEBENCH_SIF_DIR"
 TRACK = os.environ.get("MB_TRACK", "modern")  # the image track, as in compose.yaml
@@ -89,11 +89,11 @@ class ApptainerRuntime(Runtime):
         except OSError:
             return f"apptainer:{path}"
 
-    def check(self, stages: list[Stage]) -> None:
+    def check(self, images, gpus: bool = False) -> None:
         if shutil.which(self.executable) is None:
             raise MergeBenchError(f"apptainer is not installed here ({self.executable!r} is not on PATH); load it "
                                   "(e.g. `module load apptainer`) or run natively with --runtime local")
-        for image in sorted({s.image for s in stages}):
+        for image in sorted(set(images)):
             path = self.sif(image)
             if not path.is_file():
                 raise MergeBenchError(f"Apptainer image {path} is missing; build it with `make sif SIF_DIR="
@@ -115,40 +115,38 @@ class ApptainerRuntime(Runtime):
                 binds.append(spec)
         return binds
 
-    def command(self, stage: Stage, spec: Path, gpus: int, env: dict[str, str],
-                cuda_visible_devices: str | None = None) -> list[str]:
+    def command(self, request: LaunchRequest, gpus: int, cuda_visible_devices: str | None = None) -> list[str]:
         """The exact argv. `cuda_visible_devices` None leaves it out: a Slurm job script adds
         `--env "CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-}"`, the devices Slurm gave the job."""
-        ws = env["MERGEBENCH_WORKSPACE"]
+        ws, env, sif = str(request.workspace), dict(request.env), str(self.sif(request.image))
         argv = [self.executable, "exec", "--cleanenv", "--containall"]
         if gpus:
             argv.append("--nv")
-        if is_sandboxed(spec):  # generated code: only the spec's folders, no network, scratch in /tmp
-            mounts = Mounts.for_spec(spec, env)
+        if request.sandbox is not None:  # generated code: only its own folders, no network, scratch in /tmp
+            mounts = Mounts.for_request(request.sandbox, env)
             mounts.prepare(None)
             argv += [*apptainer_args(mounts)[1:], "--pwd", "/tmp"]
-            full_env = {**env, **SCRATCH_ENV, "PYTHONUNBUFFERED": "1", "MERGEBENCH_IMAGE": str(self.sif(stage.image))}
+            full_env = {**env, **SCRATCH_ENV, "PYTHONUNBUFFERED": "1", "MERGEBENCH_IMAGE": sif}
         else:
             argv += ["--pwd", ws]
             for bind in self.binds_for(env):
                 argv += ["--bind", bind]
             full_env = {"HOME": f"{ws}/runs/.home", **cache_env(ws), **env, "PYTHONUNBUFFERED": "1",
-                        "MERGEBENCH_IMAGE": str(self.sif(stage.image))}
+                        "MERGEBENCH_IMAGE": sif}
         if cuda_visible_devices is not None:
             full_env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
         for key, value in full_env.items():
             argv += ["--env", f"{key}={value}"]
-        argv += [str(self.sif(stage.image)), "mergebench", "stage", "run", str(spec)]
-        return argv
+        return [*argv, sif, "mergebench", *request.entry()]
 
-    def start(self, stage: Stage, spec: Path, log: Path, gpus: list[int], env: dict[str, str]) -> Handle:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        Path(env["MERGEBENCH_WORKSPACE"], "runs", ".home").mkdir(parents=True, exist_ok=True)
+    def start(self, request: LaunchRequest, gpus: list[int]) -> Handle:
+        request.log.parent.mkdir(parents=True, exist_ok=True)
+        Path(request.workspace, "runs", ".home").mkdir(parents=True, exist_ok=True)
         # with --nv every host GPU is visible, so the host's indices select the ones given to this stage
-        argv = self.command(stage, spec, len(gpus), env, ",".join(map(str, gpus)))
+        argv = self.command(request, len(gpus), ",".join(map(str, gpus)))
         proc_env = {k: v for k, v in os.environ.items() if not k.startswith(("APPTAINERENV_", "SINGULARITYENV_"))}
-        if stage.kind in HUB_KINDS and os.environ.get("HF_TOKEN"):
+        if request.hub and os.environ.get("HF_TOKEN"):
             proc_env["APPTAINERENV_HF_TOKEN"] = os.environ["HF_TOKEN"]  # only the fetch stage sees the token
-        timeout = SandboxPolicy.from_images_yaml().stage_timeout_s if is_sandboxed(spec) else None
-        return spawn(argv, log, proc_env, env_prefix="APPTAINERENV_",  # --cleanenv passes only those
+        timeout = request.sandbox.policy.stage_timeout_s if request.sandbox is not None else None
+        return spawn(argv, request.log, proc_env, env_prefix="APPTAINERENV_",  # --cleanenv passes only those
                      timeout_s=timeout)

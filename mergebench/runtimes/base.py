@@ -1,11 +1,11 @@
-"""The one small interface every runtime implements: start a stage's process, poll it, stop it."""
+"""The one small interface every runtime implements: start a launch request's process, poll it, stop it."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from pathlib import Path
+from collections.abc import Iterable
 
-from mergebench.pipeline.stage import Stage
+from mergebench.runtimes.request import LaunchRequest
 
 
 class Handle(ABC):
@@ -22,24 +22,16 @@ class Handle(ABC):
 
 class Runtime(ABC):
     name = "abstract"
-    batches = False  # whether start_batch can run several stages in one process
+    batches = False  # whether start can run a request of several specs (a batch) in one process
 
     def image_id(self, image: str) -> str:
         """Identity of the environment a stage runs in; part of every stage key."""
         return f"{self.name}:{image}"
 
-    def check(self, stages: list[Stage]) -> None:  # noqa: B027 - optional hook, nothing to check by default
-        """Raise a one-line error early when this runtime cannot run these stages (no engine, no GPU)."""
+    def check(self, images: Iterable[str], gpus: bool = False) -> None:  # noqa: B027 - optional hook
+        """Raise a one-line error early when this runtime cannot run stages in these images (no engine,
+        a missing image), or with GPUs where `gpus`; nothing to check by default."""
 
     @abstractmethod
-    def start(self, stage: Stage, spec: Path, log: Path, gpus: list[int], env: dict[str, str]) -> Handle:
-        """Launch `mergebench stage run SPEC` for the stage, its output appended to `log`."""
-
-    def start_batch(self, stages: list[Stage], specs: list[Path], logs: list[Path], env: dict[str, str]) -> Handle:
-        """Launch several CPU stages in one process, each writing its own log (runtimes with `batches`)."""
-        raise NotImplementedError(f"runtime {self.name} runs one stage per process")
-
-
-def batch_log_path(logs: list[Path]) -> Path:
-    """Where a batch's own output goes (what its process prints between stages): beside the stages' logs."""
-    return logs[0].parent.parent / f"batch-{logs[0].parent.name}.log"
+    def start(self, request: LaunchRequest, gpus: list[int]) -> Handle:
+        """Launch the request's process on exactly `gpus` (host indices), its output appended to its log."""

@@ -21,17 +21,10 @@ import time
 from pathlib import Path
 
 from mergebench.errors import MergeBenchError
-from mergebench.pipeline.stage import HUB_ENV, HUB_KINDS, Stage
-from mergebench.runtimes.base import Handle, Runtime, batch_log_path
+from mergebench.runtimes.base import Handle, Runtime
 from mergebench.runtimes.images import cache_env, image_tag
-from mergebench.runtimes.sandbox import (
-    SCRATCH_ENV,
-    Mounts,
-    SandboxPolicy,
-    docker_owner,
-    docker_settings,
-    is_sandboxed,
-)
+from mergebench.runtimes.request import HUB_ENV, LaunchRequest
+from mergebench.runtimes.sandbox import SCRATCH_ENV, Mounts, docker_owner, docker_settings
 
 LABEL = "org.mergebench"
 
@@ -96,15 +89,10 @@ class DockerRuntime(Runtime):
     name = "docker"
     batches = True  # ready CPU stages of one kind (so one image) share a container, as in the local runtime
 
-    def __init__(self, track: str | None = None, prefix: str | None = None, client=None, user: str | None = None,
-                 sandbox: SandboxPolicy | None = None):
+    def __init__(self, track: str | None = None, prefix: str | None = None, client=None, user: str | None = None):
         self.track, self.prefix = track, prefix
-        self.sandbox = sandbox  # None: docker/images.yaml's
         self._client = client
         self.user = user or f"{os.getuid()}:{os.getgid()}"  # files in the workspace stay the caller's
-
-    def policy(self) -> SandboxPolicy:
-        return self.sandbox or SandboxPolicy.from_images_yaml()
 
     def tag(self, image: str) -> str:
         return image_tag(image, self.track, self.prefix)
@@ -142,75 +130,66 @@ class DockerRuntime(Runtime):
         digests = found.attrs.get("RepoDigests") or []
         return {"MERGEBENCH_IMAGE_ID": found.id, **({"MERGEBENCH_IMAGE_DIGEST": digests[0]} if digests else {})}
 
-    def check(self, stages: list[Stage]) -> None:
+    def check(self, images, gpus: bool = False) -> None:
         import docker.errors
 
-        for image in sorted({s.image for s in stages}):
+        for image in sorted(set(images)):
             name = self.tag(image)
             try:
                 self.client.images.get(name)
             except docker.errors.ImageNotFound:
                 raise MergeBenchError(f"image {name} is missing; build it with `make images` (CPU variants: "
                                       "`make images-ci`, then MERGEBENCH_IMAGE_TRACK=cpu)") from None
-        if any(s.gpus for s in stages):
+        if gpus:
             runtimes = self.client.info().get("Runtimes", {})
             if "nvidia" not in runtimes:
                 raise MergeBenchError("the Docker engine has no NVIDIA runtime but GPU stages are planned; install "
                                       "the NVIDIA Container Toolkit, or run the tiny profile (MODEL=tiny)")
 
-    def container_kwargs(self, stage: Stage, spec: Path | list[Path], gpus: list[int], env: dict[str, str],
-                         names: str | None = None) -> dict:
-        """Settings of the container that runs `spec` (a list: a batch whose stages log to their own files)."""
+    def container_kwargs(self, request: LaunchRequest, gpus: list[int]) -> dict:
+        """Settings of the container that runs the request (several specs: a batch whose stages log to
+        their own files)."""
         from docker.types import DeviceRequest
 
-        ws = env["MERGEBENCH_WORKSPACE"]
-        specs = spec if isinstance(spec, list) else [spec]
-        command = ["mergebench", "stage", "run", *map(str, specs)] + (["--own-logs"] if isinstance(spec, list) else [])
+        ws = str(request.workspace)
+        env = dict(request.env)
+        if request.hub:  # only the hub stages see the token and where the hub is
+            env.update({k: os.environ[k] for k in ("HF_TOKEN", *HUB_ENV) if os.environ.get(k)})
         kwargs = {
-            "image": self.tag(stage.image),
-            "command": command,
+            "image": self.tag(request.image),
+            "command": ["mergebench", *request.entry()],
             "detach": True,
             "volumes": {ws: {"bind": ws, "mode": "rw"}},
             "user": self.user,
             "environment": {**cache_env(ws), **env,
                             "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(len(gpus))),
-                            "MERGEBENCH_IMAGE": self.tag(stage.image), **self.provenance(stage.image)},
+                            "MERGEBENCH_IMAGE": self.tag(request.image), **self.provenance(request.image)},
             "ipc_mode": "host",
             "init": True,  # PID 1 that forwards SIGTERM: `docker stop` then really stops the stage
-            "network_mode": fetch_network() if stage.kind in HUB_KINDS else "none",
-            "labels": {f"{LABEL}.stage": names or stage.name, f"{LABEL}.key": stage.key, f"{LABEL}.workspace": ws},
+            "network_mode": fetch_network() if request.hub else "none",
+            "labels": {f"{LABEL}.stage": request.name, f"{LABEL}.key": request.key, f"{LABEL}.workspace": ws},
             "working_dir": ws,
         }
         if gpus:
             kwargs["device_requests"] = [DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])]
-        if is_sandboxed(spec):  # generated code: only its own folders, and docker/images.yaml's limits
-            policy, mounts = self.policy(), Mounts.for_spec(specs[0], env)
-            kwargs.update(docker_settings(policy, mounts))
+        if request.sandbox is not None:  # generated code: only its own folders, and docker/images.yaml's limits
+            kwargs.update(docker_settings(request.sandbox.policy, Mounts.for_request(request.sandbox, env)))
             kwargs["environment"] = {**kwargs["environment"], **SCRATCH_ENV}
             kwargs["init"] = True
         return kwargs
 
-    def start(self, stage: Stage, spec: Path, log: Path, gpus: list[int], env: dict[str, str]) -> Handle:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        if stage.kind in HUB_KINDS:  # only the fetch stages see the token and where the hub is
-            env = {**env, **{k: os.environ[k] for k in ("HF_TOKEN", *HUB_ENV) if os.environ.get(k)}}
-        kwargs = self.container_kwargs(stage, spec, gpus, env)
-        adopted = self._adopt(kwargs["labels"], log)
+    def start(self, request: LaunchRequest, gpus: list[int]) -> Handle:
+        request.log.parent.mkdir(parents=True, exist_ok=True)
+        kwargs = self.container_kwargs(request, gpus)
+        adopted = self._adopt(kwargs["labels"], request.log)
         if adopted is not None:
             return adopted
         timeout = None
-        if is_sandboxed(spec):  # its folders made and handed to the sandbox's user (never an adopted one's)
-            Mounts.for_spec(spec, env).prepare(docker_owner(self.policy()))
-            timeout = self.policy().stage_timeout_s
-        return DockerHandle(self.client.containers.run(**kwargs), log, timeout_s=timeout)
-
-    def start_batch(self, stages: list[Stage], specs: list[Path], logs: list[Path], env: dict[str, str]) -> Handle:
-        # Each stage logs to its own file; what the container prints between stages goes to the batch log.
-        batch_log = batch_log_path(logs)
-        batch_log.parent.mkdir(parents=True, exist_ok=True)
-        kwargs = self.container_kwargs(stages[0], list(specs), [], env, names=",".join(s.name for s in stages))
-        return self._adopt(kwargs["labels"], batch_log) or DockerHandle(self.client.containers.run(**kwargs),
-                                                                        batch_log)
+        if request.sandbox is not None:  # its folders made and handed to the sandbox's user (never an adopted one's)
+            policy = request.sandbox.policy
+            Mounts.for_request(request.sandbox, dict(request.env)).prepare(docker_owner(policy))
+            timeout = policy.stage_timeout_s
+        return DockerHandle(self.client.containers.run(**kwargs), request.log, timeout_s=timeout)
 
     def _adopt(self, labels: dict[str, str], log: Path) -> DockerHandle | None:
         """A container of an earlier (killed) runner for exactly this work: adopt it while it runs,

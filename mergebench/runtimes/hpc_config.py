@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from mergebench.errors import MergeBenchError
-from mergebench.pipeline.stage import CATEGORY
+from mergebench.stage_kinds import CATEGORY
 
 ENV_VAR = "MERGEBENCH_HPC_CONFIG"
 DEFAULT_FILE = "hpc.yaml"

@@ -10,19 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-from mergebench.pipeline.stage import Stage
 from mergebench.processes import descendants, live_processes, namespace_members, pid_namespace
-from mergebench.runtimes.base import Handle, Runtime, batch_log_path
+from mergebench.runtimes.base import Handle, Runtime
 from mergebench.runtimes.lifeline import Lifeline
-from mergebench.runtimes.sandbox import (
-    Mounts,
-    PidsCgroup,
-    SandboxPolicy,
-    bwrap_argv,
-    bwrap_limits,
-    is_sandboxed,
-    sandbox_env,
-)
+from mergebench.runtimes.request import TOKENS, LaunchRequest
+from mergebench.runtimes.sandbox import Mounts, PidsCgroup, bwrap_argv, bwrap_limits, sandbox_env
 
 
 class LocalHandle(Handle):
@@ -93,25 +85,26 @@ class LocalRuntime(Runtime):
     def image_id(self, image: str) -> str:
         return "local"  # one environment for every stage: this venv
 
-    def start(self, stage: Stage, spec: Path, log: Path, gpus: list[int], env: dict[str, str]) -> Handle:
-        env = {**env, "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
-        if is_sandboxed(spec):
-            return self.sandboxed(spec, log, env)
-        return self._spawn([spec], log, env)
+    def start(self, request: LaunchRequest, gpus: list[int]) -> Handle:
+        env = {**request.env, "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
+        if request.sandbox is not None:
+            return self.sandboxed(request, env)
+        # this venv's own environment, less the hub's secrets where the stage does not reach the hub
+        inherited = {k: v for k, v in os.environ.items() if request.hub or k not in TOKENS}
+        argv = [sys.executable, "-m", "mergebench.cli.main", *request.entry()]
+        return spawn(argv, request.log, {**inherited, **env, "PYTHONUNBUFFERED": "1"})
 
-    def __init__(self, sandbox: SandboxPolicy | None = None):
-        self.sandbox = sandbox  # None: docker/images.yaml's
-
-    def sandboxed(self, spec: Path, log: Path, env: dict[str, str], argv: list[str] | None = None) -> Handle:
+    def sandboxed(self, request: LaunchRequest, env: dict[str, str] | None = None,
+                  argv: list[str] | None = None) -> Handle:
         """Generated code: the stage (or `argv`, in tests) in bubblewrap (runtimes/sandbox.py), or a
         one-line refusal where bubblewrap cannot run."""
-        policy, mounts = self.sandbox or SandboxPolicy.from_images_yaml(), Mounts.for_spec(spec, env)
-        argv = bwrap_argv(policy, mounts, argv or [sys.executable, "-m", "mergebench.cli.main", "stage", "run",
-                                                   str(spec)])
+        sandbox, env = request.sandbox, env if env is not None else dict(request.env)
+        policy, mounts = sandbox.policy, Mounts.for_request(sandbox, env)
+        argv = bwrap_argv(policy, mounts, argv or [sys.executable, "-m", "mergebench.cli.main", *request.entry()])
         mounts.prepare(None)  # bwrap maps its nobody to the caller: the caller's files
         cgroup = PidsCgroup(policy.pids_limit) if os.getuid() == 0 else None
         try:
-            handle = spawn(argv, log, sandbox_env(env), preexec=bwrap_limits(policy, cgroup),
+            handle = spawn(argv, request.log, sandbox_env(env), preexec=bwrap_limits(policy, cgroup),
                            timeout_s=policy.stage_timeout_s, sandboxed=True)
         except BaseException:
             if cgroup is not None:
@@ -119,16 +112,6 @@ class LocalRuntime(Runtime):
             raise
         handle.cgroup = cgroup
         return handle
-
-    def start_batch(self, stages: list[Stage], specs: list[Path], logs: list[Path], env: dict[str, str]) -> Handle:
-        # Each stage logs to its own file; what the process prints between stages goes to the batch log.
-        return self._spawn(specs, batch_log_path(logs), {**env, "CUDA_VISIBLE_DEVICES": ""}, own_logs=True)
-
-    def _spawn(self, specs: list[Path], log: Path, env: dict[str, str], own_logs: bool = False) -> Handle:
-        argv = [sys.executable, "-m", "mergebench.cli.main", "stage", "run", *map(str, specs)]
-        if own_logs:
-            argv.append("--own-logs")
-        return spawn(argv, log, {**os.environ, **env, "PYTHONUNBUFFERED": "1"})
 
 
 def spawn(argv: list[str], log: Path, env: dict[str, str], env_prefix: str = "", preexec=None,

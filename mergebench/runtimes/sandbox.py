@@ -1,9 +1,9 @@
 """The sandbox of stages that run generated code, as one policy every runtime translates.
 
 The policy is docker/images.yaml's `sandbox` section (the file tests/test_images_sandbox.py checks);
-what a sandboxed stage may see comes from its spec: its inputs read-only (the generations), its
-`.partial` output folder and its lock file writable, its spec folder read-only, nothing else of the
-workspace. The process inside never renames its output into place (it cannot reach the folder
+what a sandboxed stage may see comes with its launch request (SandboxRequest): its inputs read-only
+(the generations), its `.partial` output folder and its lock file writable, its spec folder read-only,
+nothing else of the workspace. The process inside never renames its output into place (it cannot reach the folder
 above); the runner promotes it once the process has exited with 0.
 
 Translations:
@@ -20,7 +20,6 @@ The wall clock is the launcher's: each runtime's handle stops a sandboxed stage 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import resource
@@ -81,6 +80,18 @@ class SandboxPolicy:
 
 
 @dataclass(frozen=True)
+class SandboxRequest:
+    """A stage that runs generated code: the policy (docker/images.yaml's `sandbox`), what it may read
+    (its spec folder and inputs) and the two paths it may write (its `.partial` folder, its lock file)."""
+
+    policy: SandboxPolicy
+    reads: tuple[str, ...]
+    output: str
+    lock: str
+    workspace: str  # hidden, with the HF cache and the home folder, where a runtime hides the host
+
+
+@dataclass(frozen=True)
 class Mounts:
     """What the sandboxed process sees of the host beyond its image. bubblewrap covers each of `hide`
     with an empty folder, binds `python` back read-only (the interpreter, venv, kit and harness checkout
@@ -94,18 +105,15 @@ class Mounts:
     python: tuple[str, ...] = ()
 
     @classmethod
-    def for_spec(cls, spec: Path, env: dict[str, str] | None = None) -> Mounts:
+    def for_request(cls, sandbox: SandboxRequest, env: dict[str, str] | None = None) -> Mounts:
         """The stage's spec folder and inputs to read, its .partial folder and lock file to write. Hidden:
         the workspace, the HF cache and the caller's home (the token lives there)."""
-        data = json.loads(Path(spec).read_text())
-        paths = data["paths"]
         hf_home = (env or {}).get("HF_HOME") or os.environ.get("HF_HOME")
-        hide = [data["workspace"], *([hf_home] if hf_home else []), os.path.expanduser("~")]
+        hide = [sandbox.workspace, *([hf_home] if hf_home else []), os.path.expanduser("~")]
         python = [sys.prefix, sys.base_prefix, str(Path(__file__).resolve().parents[2]),
                   *([os.environ["MERGEBENCH_BIGCODE_DIR"]] if os.environ.get("MERGEBENCH_BIGCODE_DIR") else [])]
-        return cls(hide=tuple(dict.fromkeys(hide)),
-                   read=tuple(dict.fromkeys([str(Path(spec).parent), *data["inputs"].values()])),
-                   write=(paths["partial"], paths["lock"]), python=tuple(dict.fromkeys(python)))
+        return cls(hide=tuple(dict.fromkeys(hide)), read=tuple(dict.fromkeys(sandbox.reads)),
+                   write=(sandbox.output, sandbox.lock), python=tuple(dict.fromkeys(python)))
 
     def prepare(self, owner: tuple[int, int] | None) -> None:
         """Create what is written (the bind needs it to exist) and hand it to the sandbox's user."""
@@ -121,13 +129,6 @@ class Mounts:
         volumes = {p: {"bind": p, "mode": "ro"} for p in self.read}
         volumes.update({p: {"bind": p, "mode": "rw"} for p in self.write})
         return volumes
-
-
-def is_sandboxed(spec: Path | list[Path]) -> bool:
-    """Whether the spec says its stage runs generated code. A spec not yet written (an argv shown
-    before the run, `mergebench hpc` dry runs) is a plain stage's; one that cannot be read is an error."""
-    specs = spec if isinstance(spec, list) else [spec]
-    return any(Path(s).is_file() and json.loads(Path(s).read_text()).get("sandbox") for s in specs)
 
 
 def docker_settings(policy: SandboxPolicy, mounts: Mounts) -> dict:

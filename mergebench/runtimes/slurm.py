@@ -1,17 +1,18 @@
-"""Submit a plan to Slurm: one sbatch job per stage that is not complete, chained with afterok.
+"""Submit launch requests to Slurm: one sbatch job per request, chained with afterok.
 
-`SlurmRuntime.submit(plan, ws)` writes each stage's spec and a job script (runs/<stage>/job.sh) and
-submits it with `--dependency=afterok:<jobs of its inputs that are not complete yet>` and
-`--kill-on-invalid-dep=yes`, so a failed stage's dependants are cancelled by Slurm instead of waiting
+`SlurmRuntime.submit(requests, root)` takes the requests of every stage that is not complete (the
+pipeline's `submit_plan` makes them, specs written, each naming the requests it waits on) and writes a
+job script beside each spec (runs/<stage>/job.sh), submitted with `--dependency=afterok:<the jobs of the
+requests it waits on>` and `--kill-on-invalid-dep=yes`, so a failed stage's dependants are cancelled by Slurm instead of waiting
 forever. The job runs the one entry point, `mergebench stage run SPEC`, either natively with the
 orchestrator's Python (container: local) or in the stage's SIF (container: apptainer, the default).
 Submissions are recorded in runs/slurm_jobs.json (stage -> job id, key, output, log): `mergebench
 status` reads it, and a second submit reuses jobs that are still pending or running instead of
-submitting them again; complete stages are never submitted. The orchestrator does not need to stay up.
+submitting them again; complete stages are never requested. The orchestrator does not need to stay up.
 Evaluation stages that wait on the same jobs go out as one job array (config `array_kinds`), each
 task with its own spec and log, and each dependant waiting on its own task (afterok:<array>_<task>).
 
-The Runtime interface (start/poll/stop) is implemented too, one job per stage with no Slurm
+The Runtime interface (start/poll/stop) is implemented too, one job per request with no Slurm
 dependencies, so the ordinary runner can drive Slurm as well; `submit` is the HPC way.
 """
 
@@ -29,19 +30,14 @@ from pathlib import Path
 
 from mergebench.errors import MergeBenchError
 from mergebench.files import write_text_atomic
-from mergebench.pipeline.execute import write_spec
-from mergebench.pipeline.lock import WorkspaceLock
-from mergebench.pipeline.plan import Plan
-from mergebench.pipeline.stage import HUB_KINDS, Stage
-from mergebench.pipeline.workspace import MANIFEST, Workspace
 from mergebench.runtimes.base import Handle, Runtime
 from mergebench.runtimes.hpc_config import HpcConfig, load_config
+from mergebench.runtimes.request import TOKENS, LaunchRequest
 
 JOBS_FILE = "slurm_jobs.json"
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
           "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD"}
 NEVER = "DependencyNeverSatisfied"
-TOKENS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 WHAT_TO_DO = ("submit from a cluster login node, start a single-node test cluster with scripts/ci-slurm.sh, "
               "or run without Slurm (--runtime local)")
 
@@ -66,12 +62,13 @@ class Submission:
 
 # --- the submissions file ------------------------------------------------------------------------------
 
-def jobs_path(ws: Workspace) -> Path:
-    return ws.root / "runs" / JOBS_FILE
+def jobs_path(root: str | os.PathLike) -> Path:
+    """The submissions file of the workspace at `root`."""
+    return Path(root) / "runs" / JOBS_FILE
 
 
-def read_jobs(ws: Workspace) -> dict[str, dict]:
-    path = jobs_path(ws)
+def read_jobs(root: str | os.PathLike) -> dict[str, dict]:
+    path = jobs_path(root)
     if not path.is_file():
         return {}
     try:
@@ -81,8 +78,8 @@ def read_jobs(ws: Workspace) -> dict[str, dict]:
                               "(jobs it lists keep running)") from None
 
 
-def write_jobs(ws: Workspace, jobs: dict[str, dict]) -> None:
-    write_text_atomic(jobs_path(ws), json.dumps(jobs, indent=2, sort_keys=True) + "\n")
+def write_jobs(root: str | os.PathLike, jobs: dict[str, dict]) -> None:
+    write_text_atomic(jobs_path(root), json.dumps(jobs, indent=2, sort_keys=True) + "\n")
 
 
 # --- talking to Slurm ----------------------------------------------------------------------------------
@@ -149,8 +146,8 @@ def cancel(job_ids: list[str]) -> None:
 class SlurmHandle(Handle):
     """One submitted job, for the ordinary runner."""
 
-    def __init__(self, job_id: str, output: Path, poll_every: float = 2.0, vanish_after: float = 120.0):
-        self.job_id, self.output = job_id, output
+    def __init__(self, job_id: str, done: Path, poll_every: float = 2.0, vanish_after: float = 120.0):
+        self.job_id, self.done = job_id, done
         self.poll_every, self.vanish_after = poll_every, vanish_after
         self._last = 0.0
         self._unseen_since: float | None = None
@@ -165,7 +162,7 @@ class SlurmHandle(Handle):
             self._unseen_since = self._unseen_since or time.time()
             if time.time() - self._unseen_since < self.vanish_after:
                 return None
-            self._code = 0 if (self.output / MANIFEST).is_file() else 1
+            self._code = 0 if self.done.is_file() else 1
             return self._code
         self._unseen_since = None
         if state.active:
@@ -194,12 +191,12 @@ class SlurmRuntime(Runtime):
         """The SIF's digest with apptainer; `local` natively (the same keys as the local runtime)."""
         return self.apptainer.image_id(image) if self.apptainer else "local"
 
-    def check(self, stages: list[Stage]) -> None:
+    def check(self, images, gpus: bool = False) -> None:
         """Slurm answers, and every SIF exists (apptainer itself is needed on the compute nodes, where
         a missing one shows in the stage's log)."""
         ensure_slurm()
         if self.apptainer:
-            for image in sorted({s.image for s in stages}):
+            for image in sorted(set(images)):
                 path = self.apptainer.sif(image)
                 if not path.is_file():
                     from mergebench.runtimes.apptainer import build_command
@@ -210,9 +207,9 @@ class SlurmRuntime(Runtime):
 
     # -- what gets submitted --
 
-    def sbatch_argv(self, stage: Stage, script: Path, log: Path, after: list[str]) -> list[str]:
+    def sbatch_argv(self, request: LaunchRequest, script: Path, log: Path, after: list[str]) -> list[str]:
         cfg = self.config
-        argv = ["sbatch", "--parsable", "--job-name", f"mb-{stage.slug}", "--output", str(log),
+        argv = ["sbatch", "--parsable", "--job-name", f"mb-{request.slug}", "--output", str(log),
                 "--open-mode=append", "--kill-on-invalid-dep=yes"]
         if after:
             argv.append("--dependency=afterok:" + ":".join(after))
@@ -220,66 +217,66 @@ class SlurmRuntime(Runtime):
             argv += ["--partition", cfg.partition]
         if cfg.account:
             argv += ["--account", cfg.account]
-        time_limit = cfg.for_kind("time", stage.kind)
+        time_limit = cfg.for_kind("time", request.kind)
         if time_limit:
             argv += ["--time", time_limit]
-        cpus = cfg.for_kind("cpus", stage.kind)
+        cpus = cfg.for_kind("cpus", request.kind)
         if cpus:
             argv += ["--cpus-per-task", str(cpus)]
-        mem = cfg.for_kind("mem", stage.kind)
+        mem = cfg.for_kind("mem", request.kind)
         if mem:
             argv += ["--mem", mem]
-        gpus = cfg.stage_gpus(stage.gpus)
+        gpus = cfg.stage_gpus(request.gpus)
         if gpus:
             argv.append(f"--gres=gpu:{gpus}" if cfg.gpu_flag == "gres" else f"--gpus={gpus}")
         argv += [*cfg.extra_sbatch_args, str(script)]
         return argv
 
-    def stage_command(self, stage: Stage, spec: Path, env: dict[str, str]) -> list[str]:
+    def stage_command(self, request: LaunchRequest) -> list[str]:
         if self.apptainer:
-            return self.apptainer.command(stage, spec, self.config.stage_gpus(stage.gpus), env)
-        return [self.config.python, "-m", "mergebench.cli.main", "stage", "run", str(spec)]
+            return self.apptainer.command(request, self.config.stage_gpus(request.gpus))
+        return [self.config.python, "-m", "mergebench.cli.main", *request.entry()]
 
-    def _body(self, stage: Stage, spec: Path, env: dict[str, str]) -> list[str]:
-        """The lines that run one stage: its environment, then the entry point, reporting a failure."""
-        ws = env["MERGEBENCH_WORKSPACE"]
+    def _body(self, request: LaunchRequest) -> list[str]:
+        """The lines that run one request: its environment, then the entry point, reporting a failure."""
+        ws = str(request.workspace)
         q = shlex.quote
         lines = [f"cd {q(ws)}"]
-        lines += [f"export {k}={q(v)}" for k, v in {**env, "PYTHONUNBUFFERED": "1"}.items()]
-        if stage.kind not in HUB_KINDS:
+        lines += [f"export {k}={q(v)}" for k, v in {**request.env, "PYTHONUNBUFFERED": "1"}.items()]
+        if not request.hub:
             lines.append("unset " + " ".join(TOKENS))  # only the fetch stage may see a hub token
-        command = shlex.join(self.stage_command(stage, spec, env))
+        command = shlex.join(self.stage_command(request))
         if self.apptainer:
             lines.append(f"mkdir -p {q(ws + '/runs/.home')}")
-            if stage.kind in HUB_KINDS:  # the token through the environment, never on a command line
+            if request.hub:  # the token through the environment, never on a command line
                 lines.append('if [ -n "${HF_TOKEN:-}" ]; then export APPTAINERENV_HF_TOKEN="$HF_TOKEN"; fi')
             # the devices Slurm gave this job, expanded when the job runs (placed before the SIF argument)
-            sif = q(str(self.apptainer.sif(stage.image)))
+            sif = q(str(self.apptainer.sif(request.image)))
             head, _, tail = command.rpartition(f" {sif} ")
             command = f'{head} --env "CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-}}" {sif} {tail}'
         lines.append(f'echo "[slurm] job ${{SLURM_JOB_ID:-?}} on $(hostname) at $(date -u +%FT%TZ): '
-                     f'stage {stage.name}"')
+                     f'stage {request.name}"')
         lines.append(f"if {command}; then exit 0; else code=$?; fi")
-        lines.append(f'echo "[slurm] stage {stage.name} failed: exit code $code"')
+        lines.append(f'echo "[slurm] stage {request.name} failed: exit code $code"')
         lines.append("exit $code")
         return lines
 
-    def job_script(self, stage: Stage, spec: Path, env: dict[str, str]) -> str:
+    def job_script(self, request: LaunchRequest) -> str:
         lines = ["#!/bin/bash",
-                 f"# mergebench stage {stage.name} (key {stage.key[:12]}), written by the slurm runtime",
-                 "set -uo pipefail", *self._body(stage, spec, env)]
+                 f"# mergebench stage {request.name} (key {request.key[:12]}), written by the slurm runtime",
+                 "set -uo pipefail", *self._body(request)]
         return "\n".join(lines) + "\n"
 
-    def array_script(self, members: list[tuple[Stage, Path, Path, dict[str, str]]]) -> str:
-        """One job array for several stages: task i runs member i, its output appended to that stage's log."""
+    def array_script(self, members: list[LaunchRequest]) -> str:
+        """One job array for several requests: task i runs member i, its output appended to that stage's log."""
         lines = ["#!/bin/bash",
                  f"# mergebench job array of {len(members)} stages, written by the slurm runtime",
                  "set -uo pipefail", 'case "${SLURM_ARRAY_TASK_ID:-}" in']
-        for i, (stage, spec, log, env) in enumerate(members):
-            lines.append(f"{i})  # {stage.name} (key {stage.key[:12]})")
-            lines.append(f"    exec >> {shlex.quote(str(log))} 2>&1")
-            lines.append(f'    echo "[slurm] array task ${{SLURM_ARRAY_JOB_ID:-?}}_{i}: stage {stage.name}"')
-            lines += ["    " + line for line in self._body(stage, spec, env)]
+        for i, request in enumerate(members):
+            lines.append(f"{i})  # {request.name} (key {request.key[:12]})")
+            lines.append(f"    exec >> {shlex.quote(str(request.log))} 2>&1")
+            lines.append(f'    echo "[slurm] array task ${{SLURM_ARRAY_JOB_ID:-?}}_{i}: stage {request.name}"')
+            lines += ["    " + line for line in self._body(request)]
             lines.append("    ;;")
         lines += ['*) echo "[slurm] no stage for array task ${SLURM_ARRAY_TASK_ID:-?}"; exit 2 ;;', "esac"]
         return "\n".join(lines) + "\n"
@@ -298,105 +295,93 @@ class SlurmRuntime(Runtime):
                                   f"partition, account, time, cpus, mem and gpus in {self.config.source}")
         return job_id
 
-    def _sbatch(self, stage: Stage, spec: Path, log: Path, env: dict[str, str], after: list[str]) -> str:
-        script = spec.parent / "job.sh"
-        script.write_text(self.job_script(stage, spec, env))
+    def _sbatch(self, request: LaunchRequest, after: list[str]) -> str:
+        script = request.specs[0].parent / "job.sh"
+        script.write_text(self.job_script(request))
         script.chmod(0o755)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        return self._run_sbatch(self.sbatch_argv(stage, script, log, after), f"stage {stage.name}")
+        request.log.parent.mkdir(parents=True, exist_ok=True)
+        return self._run_sbatch(self.sbatch_argv(request, script, request.log, after), f"stage {request.name}")
 
-    def array_argv(self, first: Stage, count: int, script: Path, after: list[str]) -> list[str]:
+    def array_argv(self, first: LaunchRequest, count: int, script: Path, after: list[str]) -> list[str]:
         """sbatch for a job array: the first member's resources (all members share kind and GPUs)."""
         argv = self.sbatch_argv(first, script, script.with_suffix(".%a.out"), after)
         argv[argv.index("--job-name") + 1] = f"mb-{first.kind}-array"
         return [*argv[:-1], f"--array=0-{count - 1}", argv[-1]]
 
-    def _record(self, ws: Workspace, jobs: dict, stage: Stage, job_id: str, after: list[str],
+    def _record(self, jobs: dict, request: LaunchRequest, job_id: str, after: list[str],
                 job_name: str | None = None) -> None:
-        jobs[stage.name] = {"job_id": job_id, "job_name": job_name or f"mb-{stage.slug}", "key": stage.key,
-                            "kind": stage.kind, "output": str(ws.output(stage)), "log": str(ws.log(stage)),
-                            "after": after, "container": self.config.container,
-                            "submitted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        write_jobs(ws, jobs)
+        jobs[request.name] = {"job_id": job_id, "job_name": job_name or f"mb-{request.slug}", "key": request.key,
+                              "kind": request.kind, "output": str(request.done.parent), "done": str(request.done),
+                              "log": str(request.log), "after": after, "container": self.config.container,
+                              "submitted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        write_jobs(request.workspace, jobs)
 
-    def array_groups(self, to_submit: list[Stage], complete: set[str]) -> list[list[Stage]]:
-        """Stages of `array_kinds` that wait on the same stages (so on the same jobs), of one kind and
+    def array_groups(self, requests: list[LaunchRequest]) -> list[list[LaunchRequest]]:
+        """Requests of `array_kinds` that wait on the same requests (so on the same jobs), of one kind and
         asking for the same GPUs: each group of two or more goes out as one job array. A group's
-        inputs all come before its first member in the plan, so it can be submitted there, whole."""
-        groups: dict[tuple, list[Stage]] = {}
-        for stage in to_submit:
-            if stage.kind in self.config.array_kinds:
-                waits = tuple(sorted(n for n in set(stage.inputs.values()) if n not in complete))
-                groups.setdefault((waits, stage.kind, self.config.stage_gpus(stage.gpus)), []).append(stage)
+        waits all come before its first member, so it can be submitted there, whole."""
+        groups: dict[tuple, list[LaunchRequest]] = {}
+        for request in requests:
+            if request.kind in self.config.array_kinds:
+                waits = tuple(sorted(set(request.after)))
+                groups.setdefault((waits, request.kind, self.config.stage_gpus(request.gpus)), []).append(request)
         return [members for members in groups.values() if len(members) > 1]
 
-    # -- the HPC way: the whole plan at once --
+    # -- the HPC way: every request at once --
 
-    def submit(self, plan: Plan, ws: Workspace) -> Submission:
-        """Submit every stage that is not complete, reusing jobs still pending or running.
+    def submit(self, requests: list[LaunchRequest], root: str | os.PathLike) -> Submission:
+        """Submit each request (in order: a request's waits come before it), reusing jobs still pending
+        or running for the same stage key; the caller holds the workspace's lock.
 
-        Stages of the config's `array_kinds` (evaluations by default) that wait on the same jobs and
-        need the same GPUs go out as one job array; each still has its own spec, log and record, and
+        Requests of the config's `array_kinds` (evaluations by default) that wait on the same requests
+        and need the same GPUs go out as one job array; each still has its own spec, log and record, and
         its dependants wait on its own array task (afterok:<array>_<task>)."""
-        from mergebench.pipeline.runner import stage_env
+        jobs = read_jobs(root)
+        states = job_states([r["job_id"] for r in jobs.values()])
+        result = Submission()
+        job_of: dict[str, str] = {}  # request -> its job this time (new or reused)
+        to_submit: list[LaunchRequest] = []
+        for request in requests:
+            old = jobs.get(request.name)
+            old_state = states.get(old["job_id"]) if old else None
+            ours = old_state is not None and (not old_state.name or old_state.name == old.get("job_name",
+                                                                                           old_state.name))
+            if ours and old_state.active and old["key"] == request.key:
+                job_of[request.name] = result.queued[request.name] = old["job_id"]
+                continue
+            if ours and old_state.state in ACTIVE:
+                cancel([old["job_id"]])  # another configuration's job, or one that can never start
+            to_submit.append(request)
 
-        ws.ensure()
-        with WorkspaceLock(ws.root):
-            self.check([s for s in plan.stages if not ws.is_complete(s)])
-            jobs = read_jobs(ws)
-            states = job_states([r["job_id"] for r in jobs.values()])
-            result = Submission()
-            job_of: dict[str, str] = {}  # stage -> its job this time (new or reused)
-            to_submit: list[Stage] = []
-            for stage in plan.stages:
-                if ws.is_complete(stage):
-                    result.complete.append(stage.name)
-                    continue
-                old = jobs.get(stage.name)
-                old_state = states.get(old["job_id"]) if old else None
-                ours = old_state is not None and (not old_state.name or old_state.name == old.get("job_name",
-                                                                                               old_state.name))
-                if ours and old_state.active and old["key"] == stage.key:
-                    job_of[stage.name] = result.queued[stage.name] = old["job_id"]
-                    continue
-                if ours and old_state.state in ACTIVE:
-                    cancel([old["job_id"]])  # another configuration's job, or one that can never start
-                to_submit.append(stage)
+        group_of = {r.name: members for members in self.array_groups(to_submit) for r in members}
+        for request in to_submit:
+            if request.name in job_of:
+                continue  # went out with its array
+            after = list(dict.fromkeys(job_of[n] for n in request.after if n in job_of))
+            members = group_of.get(request.name)
+            if members is None:
+                job_id = self._sbatch(request, after)
+                self._record(jobs, request, job_id, after)
+                job_of[request.name] = result.submitted[request.name] = job_id
+                continue
+            tag = hashlib.sha256("".join(r.key for r in members).encode()).hexdigest()[:12]
+            script = Path(root) / "runs" / "slurm-arrays" / f"{request.kind}-{tag}.sh"
+            script.parent.mkdir(parents=True, exist_ok=True)
+            script.write_text(self.array_script(members))
+            script.chmod(0o755)
+            array = self._run_sbatch(self.array_argv(request, len(members), script, after),
+                                     f"the job array of {', '.join(r.name for r in members)}")
+            for i, member in enumerate(members):
+                self._record(jobs, member, f"{array}_{i}", after, f"mb-{member.kind}-array")
+                job_of[member.name] = result.submitted[member.name] = f"{array}_{i}"
+        return result
 
-            group_of = {s.name: members for members in self.array_groups(to_submit, set(result.complete))
-                        for s in members}
+    # -- the Runtime interface: one job per request, ordered by the runner --
 
-            for stage in to_submit:
-                if stage.name in job_of:
-                    continue  # went out with its array
-                after = list(dict.fromkeys(job_of[n] for n in stage.inputs.values() if n in job_of))
-                members = group_of.get(stage.name)
-                if members is None:
-                    spec = write_spec(ws, stage, plan.by_name)
-                    job_id = self._sbatch(stage, spec, ws.log(stage), stage_env(ws, stage.kind), after)
-                    self._record(ws, jobs, stage, job_id, after)
-                    job_of[stage.name] = result.submitted[stage.name] = job_id
-                    continue
-                rows = [(s, write_spec(ws, s, plan.by_name), ws.log(s), stage_env(ws, s.kind)) for s in members]
-                tag = hashlib.sha256("".join(s.key for s in members).encode()).hexdigest()[:12]
-                script = ws.root / "runs" / "slurm-arrays" / f"{stage.kind}-{tag}.sh"
-                script.parent.mkdir(parents=True, exist_ok=True)
-                script.write_text(self.array_script(rows))
-                script.chmod(0o755)
-                array = self._run_sbatch(self.array_argv(stage, len(members), script, after),
-                                         f"the job array of {', '.join(s.name for s in members)}")
-                for i, member in enumerate(members):
-                    self._record(ws, jobs, member, f"{array}_{i}", after, f"mb-{member.kind}-array")
-                    job_of[member.name] = result.submitted[member.name] = f"{array}_{i}"
-            return result
-
-    # -- the Runtime interface: one job per stage, ordered by the runner --
-
-    def start(self, stage: Stage, spec: Path, log: Path, gpus: list[int], env: dict[str, str]) -> Handle:
-        ws = Workspace(env["MERGEBENCH_WORKSPACE"])
-        job_id = self._sbatch(stage, spec, log, env, [])
-        self._record(ws, read_jobs(ws), stage, job_id, [])
-        return SlurmHandle(job_id, ws.output(stage))
+    def start(self, request: LaunchRequest, gpus: list[int]) -> Handle:
+        job_id = self._sbatch(request, [])
+        self._record(read_jobs(request.workspace), request, job_id, [])
+        return SlurmHandle(job_id, request.done)
 
 
 # --- status ---------------------------------------------------------------------------------------------
@@ -411,9 +396,9 @@ class StatusRow:
     log: str
 
 
-def job_table(ws: Workspace) -> tuple[list[StatusRow], str | None]:
+def job_table(root: str | os.PathLike) -> tuple[list[StatusRow], str | None]:
     """Each recorded stage with its job's state; the second value says why Slurm could not be asked."""
-    jobs = read_jobs(ws)
+    jobs = read_jobs(root)
     warning = None
     try:
         ensure_slurm(timeout=15)
@@ -422,7 +407,7 @@ def job_table(ws: Workspace) -> tuple[list[StatusRow], str | None]:
         states, warning = {}, str(e)
     rows = []
     for name, rec in jobs.items():
-        complete = (Path(rec["output"]) / MANIFEST).is_file()
+        complete = Path(rec.get("done") or Path(rec["output"], "manifest.json")).is_file()  # older files: no "done"
         st = states.get(rec["job_id"])
         if st is None:  # gone from squeue and no accounting: the workspace still knows the outcome
             st = JobState("COMPLETED" if complete else "UNKNOWN", "" if complete else "no longer known to Slurm")
