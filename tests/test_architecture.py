@@ -39,3 +39,49 @@ def test_the_reader_finds_lazy_imports(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("def f():\n    from mergebench.pipeline.stage import Stage\n    import mergebench.merging\n")
     assert imported_modules(probe) == {"mergebench.pipeline.stage", "mergebench.merging"}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of `graph` (module -> modules it imports), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def module_graph(part: str) -> dict[str, set[str]]:
+    """Imports between the modules of `part` (a package's own __init__ aside: importing a submodule
+    runs it, which no file can avoid)."""
+    graph = {}
+    for path in sorted((ROOT / part).rglob("*.py")):
+        name = "mergebench." + ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        name = name.removesuffix(".__init__")
+        prefix = f"mergebench.{part}"
+        graph[name] = {m for m in imported_modules(path) if m.startswith(prefix) and m != name}
+    return graph
+
+
+def test_the_merging_core_has_no_import_cycle():
+    graph = module_graph("merging")
+    assert "mergebench.merging.engine" in graph and "mergebench.merging.run" in graph
+    assert _cycle(graph) is None
+
+
+def test_the_cycle_finder_finds_one():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set(), "c": {"a"}}) is None

@@ -75,7 +75,7 @@ def test_it_answers_through_its_chat_template(smollm2):
 
 def test_the_merge_engine_reads_it(smollm2, tmp_path):
     """λ = 0 gives the base back bit for bit: every tensor of a real 30-layer model streamed through."""
-    from mergebench.merging.engine import MergeJob, merge
+    from mergebench.merging.run import MergeJob, merge
 
     out = tmp_path / "merged"
     merge(MergeJob("task_arithmetic", str(smollm2), [str(smollm2)], str(out), settings={"lambda": 0.0}))

@@ -19,12 +19,13 @@ from safetensors.torch import load_file, save_file
 from tinydata import save_char_tokenizer, write_domain_data
 from tinymodels import build_base
 
-import mergebench.merging.engine as engine_module
+import mergebench.merging.source as source_module
 from mergebench.cli.main import main
 from mergebench.errors import MergeBenchError
 from mergebench.merging.data import load_samples
-from mergebench.merging.engine import MergeJob, merge
-from mergebench.merging.stats import StatsJob, compute_stats, encode, load_tokenizer
+from mergebench.merging.datapass import encode, load_tokenizer
+from mergebench.merging.run import MergeJob, merge
+from mergebench.merging.stats import StatsJob, compute_stats
 
 DOMAINS = ("instruction", "math")
 SAMPLES = 6
@@ -228,7 +229,7 @@ def test_stitch_of_stored_masks_matches_the_slow_reference(world, tmp_path, monk
         overlaps += int((m.sum(0) == 2).sum())
     assert overlaps > 0  # the averaging of overlapping masks was exercised
     # the same, merged a block of rows at a time: the masks are read for the same rows as τ
-    monkeypatch.setattr(engine_module, "BLOCK_ELEMENTS", 200)
+    monkeypatch.setattr(source_module, "BLOCK_ELEMENTS", 200)
     blocked = merge(MergeJob("localize_stitch", str(world["base"]), ex, str(tmp_path / "b"), **job)).out
     assert (blocked / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
 

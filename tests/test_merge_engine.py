@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from mergebench.cli.main import main
 from mergebench.errors import MergeBenchError
-from mergebench.merging.engine import MergeJob, merge
+from mergebench.merging.run import MergeJob, merge
 
 
 def job(family, out, method="ties", **kw):

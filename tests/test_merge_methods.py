@@ -6,7 +6,7 @@ import pytest
 import torch
 from reference_merge import is_merged, load_all, reference
 
-from mergebench.merging.engine import MergeJob, merge
+from mergebench.merging.run import MergeJob, merge
 
 CASES = [
     ("soup", {}),
@@ -136,18 +136,18 @@ def test_sharded_and_unsharded_inputs_give_identical_outputs(families, tmp_path,
                                        ("consensus", {}), ("localize_stitch", {})])
 def test_merging_large_tensors_in_row_blocks_changes_nothing(families, tmp_path, monkeypatch, method, hp):
     """Element-wise methods merge big tensors a block of rows at a time (flat memory); bit-identical."""
-    import mergebench.merging.engine as engine
+    import mergebench.merging.source as source
 
     base, experts = families["llama"]
     job = dict(method=method, base=str(base), experts=[str(e) for e in experts], settings=hp, include=["*"])
     whole = load_all(merge(MergeJob(**job, out=str(tmp_path / "whole"))).out)
-    monkeypatch.setattr(engine, "BLOCK_ELEMENTS", 100)  # every matrix is split into many row blocks
+    monkeypatch.setattr(source, "BLOCK_ELEMENTS", 100)  # every matrix is split into many row blocks
     blocked = load_all(merge(MergeJob(**job, out=str(tmp_path / "blocked"))).out)
     assert all(torch.equal(whole[n], blocked[n]) for n in whole)
 
 
 def test_ties_majority_sign_fix_ups_land_in_the_right_block(tmp_path, monkeypatch):
-    import mergebench.merging.engine as engine
+    import mergebench.merging.source as source
 
-    monkeypatch.setattr(engine, "BLOCK_ELEMENTS", 32)
+    monkeypatch.setattr(source, "BLOCK_ELEMENTS", 32)
     test_ties_global_majority_sign_breaks_exact_ties(tmp_path)

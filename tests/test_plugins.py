@@ -18,8 +18,8 @@ from reference_merge import flatten, load_all, unflatten
 from tinypipeline import EXE
 
 from mergebench.errors import MergeBenchError
-from mergebench.merging.engine import MergeJob, merge
 from mergebench.merging.methods import all_methods, get_method
+from mergebench.merging.run import MergeJob, merge
 from mergebench.pipeline.plan import build_plan
 
 PLUGIN = textwrap.dedent('''

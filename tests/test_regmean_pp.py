@@ -23,9 +23,10 @@ from mergebench.cli.main import main
 from mergebench.errors import MergeBenchError
 from mergebench.merging.checkpoint import Checkpoint
 from mergebench.merging.data import load_samples
-from mergebench.merging.engine import MergeJob, merge
+from mergebench.merging.datapass import encode, load_tokenizer
 from mergebench.merging.regmean_pp import RegMeanPlusPlus
-from mergebench.merging.stats import StatsJob, compute_stats, encode, load_tokenizer
+from mergebench.merging.run import MergeJob, merge
+from mergebench.merging.stats import StatsJob, compute_stats
 
 N, MAX_LEN = 5, 200
 DOMAINS3 = ("instruction", "math", "coding")

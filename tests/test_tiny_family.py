@@ -35,7 +35,7 @@ def family(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def scores(family) -> dict[str, dict[str, float]]:
     """Test accuracy: the base and the merge on everything, each specialist on its own domain."""
-    from mergebench.merging.engine import MergeJob, merge
+    from mergebench.merging.run import MergeJob, merge
 
     merged = family.parent / "task_arithmetic"
     merge(MergeJob("task_arithmetic", str(family / "base"), [str(family / d) for d in DOMAINS], str(merged),

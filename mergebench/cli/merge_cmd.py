@@ -69,7 +69,7 @@ def merge_command(config, method, base, experts, labels, stats, data_sources, co
     settings, include, exclude, out_dtype, max_shard_size, device, stats, data, compat); options override
     the file.
     """
-    from mergebench.merging.engine import MergeJob, make_merger
+    from mergebench.merging.run import MergeJob, make_merger
 
     data = _load_config(config) if config else {}
     cli = {"method": method, "base": base, "out": out, "out_dtype": out_dtype, "max_shard_size": max_shard_size,

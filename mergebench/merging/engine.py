@@ -22,17 +22,18 @@ import torch
 
 from mergebench.errors import MergeBenchError
 from mergebench.merging.checkpoint import Checkpoint
+from mergebench.merging.device import resolve_device
 from mergebench.merging.fingerprint import fingerprint
 from mergebench.merging.methods import MethodSpec, TensorContext, get_method
 from mergebench.merging.selection import merged_names, natural_key, threshold_names
-from mergebench.merging.stats import CONFIG_FIELDS, StatsStore
-from mergebench.merging.topk import GlobalThreshold
+from mergebench.merging.source import TaskVectorSource
+from mergebench.merging.stats_store import CONFIG_FIELDS, StatsStore
+from mergebench.merging.thresholds import global_thresholds
 from mergebench.merging.writer import ShardedWriter, parse_size
 
 # config.json fields that must agree between base and specialists (vocab_size may differ).
 ARCH_FIELDS = ("model_type", "architectures", "hidden_size", "num_hidden_layers", "intermediate_size",
                "num_attention_heads", "num_key_value_heads", "head_dim")
-BLOCK_ELEMENTS = 4 * 2**20  # entries per block when a large tensor is merged a block of rows at a time
 DTYPE_BY_NAME = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
                  "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
 
@@ -73,17 +74,6 @@ class MergeResult:
     manifest: dict[str, Any]
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise MergeBenchError(f"device {name}: CUDA is not available on this machine (use --device cpu)")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise MergeBenchError(f"device {name!r}: expected auto, cpu, cuda or cuda:N") from None
-
-
 def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
@@ -108,6 +98,7 @@ class Merger:
             raise MergeBenchError(f"{len(labels)} labels given for {len(job.experts)} specialists")
         self.experts = [Checkpoint(e, label=lab) for e, lab in zip(job.experts, labels, strict=True)]
         self._dedupe_labels()
+        self.source = TaskVectorSource(self.base, self.experts, self.device)
         self.out_dtype = self._out_dtype()
         self.names = sorted(self.base.tensors, key=natural_key)
         self.merged = merged_names(self.names, job.include, job.exclude)
@@ -251,76 +242,21 @@ class Merger:
             raise MergeBenchError(f"{store.path}: masks were trained against the base {store.manifest.get('base')}, "
                                   f"whose weights differ from the merge's base {self.base.path}")
 
-    # --- reading ------------------------------------------------------------------------------------
-    def _buffer(self, role: str, shape) -> torch.Tensor:
-        """A reused fp32 CPU buffer viewed as `shape`: fresh large allocations cost a page fault per 4 KiB
-        (the kernel zeroes each page), which dominated the merge's time before buffers were kept.
-        The view is valid until the next call for the same role."""
-        numel = torch.Size(shape).numel()
-        buffers = self.__dict__.setdefault("_buffers", {})
-        if role not in buffers or buffers[role].numel() < numel:
-            buffers[role] = torch.empty(numel, dtype=torch.float32)
-        return buffers[role][:numel].view(shape)
-
-    def _blocks(self, name: str) -> list[tuple[int, int] | None]:
-        """Row blocks of about BLOCK_ELEMENTS entries for large tensors of element-wise methods (so peak
-        memory does not grow with the largest tensor, an embedding merged with --include); else one
-        block, the whole tensor (None)."""
-        shape = self.base.tensors[name].shape
-        numel = self.base.tensors[name].numel
-        if not self.spec.is_elementwise(self.hp) or len(shape) < 2 or numel <= BLOCK_ELEMENTS:
-            return [None]
-        rows = max(1, BLOCK_ELEMENTS // (numel // shape[0]))
-        return [(r, min(r + rows, shape[0])) for r in range(0, shape[0], rows)]
-
-    def _task_vectors(self, name: str, block: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """fp32 base tensor (or a block of its rows) and stacked task vectors [T, ...] on the device."""
-        shape = self.base.tensors[name].shape
-        first = self._first(name, block)
-        if block is not None:
-            shape = (block[1] - block[0], *shape[1:])
-        base = self.base.read_into(name, self._buffer("base", shape), first)
-        tau = self._buffer("tau", (len(self.experts), *shape))
-        for t, e in enumerate(self.experts):
-            e.read_into(name, tau[t], first)
-        base, tau = base.to(self.device), tau.to(self.device)
-        tau -= base
-        # NaN and ±inf survive subtraction and summation, so one reduction covers all T+1 inputs; the
-        # culprit is looked for only when it is not finite.
-        if not bool(torch.isfinite(tau.sum() + base.sum())):
-            for t, ckpt in enumerate([self.base, *self.experts]):
-                x = base if t == 0 else tau[t - 1] + base
-                if not bool(torch.isfinite(x).all()):
-                    raise MergeBenchError(f"{ckpt.path}: tensor {name} contains NaN or infinite values")
-            if not bool(torch.isfinite(tau).all()):
-                raise MergeBenchError(f"tensor {name}: a task vector overflows fp32 (inputs are finite but too far "
-                                      "apart)")
-        return base, tau
-
     # --- passes -------------------------------------------------------------------------------------
-    def _global_thresholds(self) -> torch.Tensor:
-        acc = GlobalThreshold(len(self.experts), self.device)
-        for i, name in enumerate(self.ranked):
-            for block in self._blocks(name):
-                acc.first_pass(self._task_vectors(name, block)[1])
-            self.progress("thresholds 1/2", i + 1, len(self.ranked))
-        d = acc.count
-        rank = self.spec.global_rank(self.hp, d)
-        acc.choose([rank] * len(self.experts))
-        if acc.needs_second_pass:
-            for i, name in enumerate(self.ranked):
-                for block in self._blocks(name):
-                    acc.second_pass(self._task_vectors(name, block)[1])
-                self.progress("thresholds 2/2", i + 1, len(self.ranked))
-        return acc.thresholds()
+    def thresholds(self) -> torch.Tensor:
+        """The global magnitude thresholds of the ranked tensors, one per specialist (merging/thresholds.py)."""
+        return global_thresholds(self.source, self.ranked, self.spec, self.hp, self.progress)
+
+    def blocks(self, name: str) -> list:
+        return self.source.blocks(name, self.spec.is_elementwise(self.hp))
 
     def run(self) -> MergeResult:
         start = time.time()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        thresholds = self._global_thresholds() if self.ranked else None
+        thresholds = self.thresholds() if self.ranked else None
         global_sign = self.spec.with_sign is not None and thresholds is not None
-        layout = [(n, self._dtype_for(n), self.base.tensors[n].shape) for n in self.names]
+        layout = [(n, self.dtype_for(n), self.base.tensors[n].shape) for n in self.names]
         writer = ShardedWriter(self.out, layout, parse_size(self.job.max_shard_size))
         merged_set = set(self.merged)
         # Tensors that are ranked but never written back (an untied lm_head) still vote in the majority sign.
@@ -333,22 +269,22 @@ class Merger:
             for i, name in enumerate(work):
                 if name not in merged_set:
                     if i < len(self.names):
-                        self._copy(writer, name)
+                        self.copy_tensor(writer, name)
                     else:  # ranked but never written back: it only votes in the majority sign
-                        ctx = self._ctx(name, thresholds, zero_sign=1.0)
-                        for block in self._blocks(name):
-                            sign_total += self.spec.with_sign(self._task_vectors(name, block)[1], ctx, self.hp)[1]
+                        ctx = self.context(name, thresholds, zero_sign=1.0)
+                        for block in self.blocks(name):
+                            sign_total += self.spec.with_sign(self.source.task_vectors(name, block)[1], ctx, self.hp)[1]
                     self.progress("merge", i + 1, len(work))
                     continue
-                for block in self._blocks(name):
+                for block in self.blocks(name):
                     sign_total += self._merge_block(writer, name, block, thresholds, global_sign, pending)
                 self.progress("merge", i + 1, len(work))
             if global_sign and sign_total <= 0:  # the majority sign is not +1: redo the tied entries
                 for name, idx, values in pending:
                     writer.patch(name, idx, values)
             seconds = time.time() - start
-            manifest = self._manifest(thresholds, seconds, sign_total if global_sign else None)
-            return self._finish(writer, seconds, thresholds.tolist() if thresholds is not None else None, manifest)
+            manifest = self.manifest(thresholds, seconds, sign_total if global_sign else None)
+            return self.finish(writer, seconds, thresholds.tolist() if thresholds is not None else None, manifest)
         except OSError as e:  # a full disk while writing: say where, leave nothing
             raise writer.failed(e) from None
         except BaseException:
@@ -358,27 +294,23 @@ class Merger:
     def _merge_block(self, writer: ShardedWriter, name: str, block: tuple[int, int] | None, thresholds,
                      global_sign: bool, pending: list) -> float:
         """Merge a tensor (or a block of its rows) and write it; returns its share of the majority sign."""
-        base, tau = self._task_vectors(name, block)
-        ctx = self._ctx(name, thresholds, zero_sign=1.0 if global_sign else None, block=block)
+        base, tau = self.source.task_vectors(name, block)
+        ctx = self.context(name, thresholds, zero_sign=1.0 if global_sign else None, block=block)
         sign_sum = 0.0
         if global_sign:
             delta, sign_sum, idx, alternative = self.spec.with_sign(tau, ctx, self.hp)
             out = base + delta
             if idx.numel():  # exact ties whose value depends on the global majority sign
                 values = base.reshape(-1)[idx] + alternative
-                pending.append((name, idx.cpu() + self._first(name, block), values.cpu()))
+                pending.append((name, idx.cpu() + self.source.first(name, block), values.cpu()))
         else:
             out = base + self.spec.fn(tau, ctx, self.hp)
-        dtype = self._dtype_for(name)
-        writer.write_part(name, self._first(name, block) * torch.empty((), dtype=dtype).element_size(),
+        dtype = self.dtype_for(name)
+        writer.write_part(name, self.source.first(name, block) * torch.empty((), dtype=dtype).element_size(),
                           out.to(dtype).cpu())
         return sign_sum
 
-    def _first(self, name: str, block: tuple[int, int] | None) -> int:
-        info = self.base.tensors[name]
-        return 0 if block is None else block[0] * (info.numel // info.shape[0])
-
-    def _finish(self, writer: ShardedWriter, seconds: float, thresholds: list[float] | None,
+    def finish(self, writer: ShardedWriter, seconds: float, thresholds: list[float] | None,
                 manifest: dict[str, Any]) -> MergeResult:
         """Record time and peak memory in the manifest, then move the output into place."""
         result = MergeResult(self.out, seconds, peak_rss_bytes(),
@@ -389,7 +321,7 @@ class Merger:
         writer.finish(self.base.path, {"merge_manifest.json": json.dumps(manifest, indent=2) + "\n"})
         return result
 
-    def _ctx(self, name: str, thresholds: torch.Tensor | None, zero_sign: float | None = None,
+    def context(self, name: str, thresholds: torch.Tensor | None, zero_sign: float | None = None,
              block: tuple[int, int] | None = None) -> TensorContext:
         """The tensor's context; statistics cover the same rows as the task vectors (a block of an
         element-wise method's large tensor, else the base's rows: extra vocabulary rows are cut)."""
@@ -402,20 +334,20 @@ class Merger:
             ctx.stats_meta = [s.manifest for s in self.stores]
         return ctx
 
-    def _dtype_for(self, name: str) -> torch.dtype:
+    def dtype_for(self, name: str) -> torch.dtype:
         native = self.base.tensors[name].dtype
         if self.out_dtype is not None and native.is_floating_point:
             return self.out_dtype
         return native
 
-    def _copy(self, writer: ShardedWriter, name: str) -> None:
+    def copy_tensor(self, writer: ShardedWriter, name: str) -> None:
         """Unmerged tensors keep the base's values; bytes pass through when the dtype is unchanged."""
-        if self._dtype_for(name) == self.base.tensors[name].dtype:
+        if self.dtype_for(name) == self.base.tensors[name].dtype:
             writer.write_chunks(name, self.base.iter_bytes(name))
         else:
-            writer.write(name, self.base.read(name).to(self._dtype_for(name)))
+            writer.write(name, self.base.read(name).to(self.dtype_for(name)))
 
-    def _manifest(self, thresholds, seconds: float, sign_total: float | None) -> dict[str, Any]:
+    def manifest(self, thresholds, seconds: float, sign_total: float | None) -> dict[str, Any]:
         from mergebench import __version__
 
         def model(c: Checkpoint) -> dict[str, Any]:
@@ -460,16 +392,3 @@ def _extra_rows_ok(name: str, have: tuple[int, ...], want: tuple[int, ...]) -> b
     """A specialist's embedding or lm_head may carry extra vocabulary rows; the base's rows are used."""
     vocab_tensor = "embed" in name or name.startswith("lm_head")
     return vocab_tensor and len(have) == len(want) and have[1:] == want[1:] and have[0] >= want[0]
-
-
-def merge(job: MergeJob, progress: ProgressFn | None = None) -> MergeResult:
-    return make_merger(job, progress).run()
-
-
-def make_merger(job: MergeJob, progress: ProgressFn | None = None) -> Merger:
-    """The streaming Merger, or the layer-by-layer one for methods that run data through the model."""
-    if get_method(job.method).needs_data:
-        from mergebench.merging.regmean_pp import RegMeanPlusPlus
-
-        return RegMeanPlusPlus(job, progress)
-    return Merger(job, progress)

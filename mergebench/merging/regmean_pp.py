@@ -37,8 +37,8 @@ from torch import nn
 
 from mergebench.errors import MergeBenchError
 from mergebench.merging.checkpoint import Checkpoint
+from mergebench.merging.datapass import GramCollector, decoder_layers, encode, load_tokenizer
 from mergebench.merging.engine import Merger, MergeResult
-from mergebench.merging.stats import GramCollector, decoder_layers, encode, load_tokenizer
 from mergebench.merging.writer import ShardedWriter, parse_size
 
 SUPPORTED = ("llama", "gemma2")
@@ -97,7 +97,7 @@ class RegMeanPlusPlus(Merger):
         hidden, layer_kwargs = self._record_inputs(decoder, layers, encoded)
         tokens = [sum(len(ids) for ids in enc) for enc in encoded]
 
-        layout = [(n, self._dtype_for(n), self.base.tensors[n].shape) for n in self.names]
+        layout = [(n, self.dtype_for(n), self.base.tensors[n].shape) for n in self.names]
         writer = ShardedWriter(self.out, layout, parse_size(self.job.max_shard_size))
         written: set[str] = set()
         try:
@@ -109,17 +109,17 @@ class RegMeanPlusPlus(Merger):
             rest = [n for n in self.names if n not in written]
             for i, name in enumerate(rest):
                 if name not in merged_set:
-                    self._copy(writer, name)
+                    self.copy_tensor(writer, name)
                 else:  # merged tensors outside the decoder layers (the final norm): averaged
-                    base, tau = self._task_vectors(name)
-                    out = base + self.spec.fn(tau, self._ctx(name, None), self.hp)
-                    writer.write(name, out.to(self._dtype_for(name)).cpu())
+                    base, tau = self.source.task_vectors(name)
+                    out = base + self.spec.fn(tau, self.context(name, None), self.hp)
+                    writer.write(name, out.to(self.dtype_for(name)).cpu())
                 self.progress("write", i + 1, len(rest))
             seconds = time.time() - start
-            manifest = self._manifest(None, seconds, None)
+            manifest = self.manifest(None, seconds, None)
             manifest["data"] = [{"source": s, "domain": d, "samples": len(enc), "tokens": n}
                                 for (s, d), enc, n in zip(self.data, encoded, tokens, strict=True)]
-            return self._finish(writer, seconds, None, manifest)
+            return self.finish(writer, seconds, None, manifest)
         except OSError as e:  # a full disk while writing: say where, leave nothing
             raise writer.failed(e) from None
         except BaseException:
@@ -141,15 +141,15 @@ class RegMeanPlusPlus(Merger):
                 name = lp + pname
                 names.add(name)
                 if name not in self._merged_set:
-                    self._copy(writer, name)
+                    self.copy_tensor(writer, name)
                     continue
-                base, tau = self._task_vectors(name)
-                ctx = self._ctx(name, None)
+                base, tau = self.source.task_vectors(name)
+                ctx = self.context(name, None)
                 if name in grams[0]:
                     ctx.stats = [g[name] for g in grams]
                     ctx.stats_meta = [{"tokens": n} for n in tokens]
                 p.copy_(base + self.spec.fn(tau, ctx, self.hp))
-                writer.write(name, p.to(self._dtype_for(name)).cpu())
+                writer.write(name, p.to(self.dtype_for(name)).cpu())
             for t in range(len(self.experts)):  # carry every specialist's data through the merged layer
                 hidden[t] = [self._call(layer, h, layer_kwargs[t][s][l_idx]).cpu() for s, h in enumerate(hidden[t])]
         return names

@@ -27,9 +27,6 @@ file fingerprints, architecture), the data (source, domain, seed, samples, token
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,17 +39,21 @@ from torch import nn
 from mergebench.errors import MergeBenchError
 from mergebench.finetune.data import pad_token_id
 from mergebench.merging.checkpoint import Checkpoint
-from mergebench.merging.data import Sample, describe_source, load_samples
+from mergebench.merging.data import describe_source, load_samples
+from mergebench.merging.datapass import (
+    GramCollector,
+    encode,
+    layer_linears,
+    load_model,
+    load_tokenizer,
+    pad_batch,
+)
+from mergebench.merging.device import resolve_device
 from mergebench.merging.fingerprint import fingerprint
+from mergebench.merging.stats_store import CONFIG_FIELDS, FILES, KINDS, write_stats
 
-KINDS = ("gram", "fisher", "mask")
-FILES = {"gram": "grams.safetensors", "fisher": "fisher.safetensors", "mask": "masks.safetensors"}
-MANIFEST = "stats_manifest.json"
 FISHER_VARIANT = ("empirical diagonal Fisher: mean over samples of the squared gradient of the sample's mean "
                   "next-token NLL over its response tokens")
-# config.json fields that identify an architecture; statistics must come from a model that matches.
-CONFIG_FIELDS = ("model_type", "architectures", "hidden_size", "num_hidden_layers", "intermediate_size",
-                 "num_attention_heads", "num_key_value_heads", "head_dim")
 
 ProgressFn = Callable[[int, int], None]  # (samples done, total)
 
@@ -83,110 +84,6 @@ class StatsResult:
     tokens: int
     seconds: float
     manifest: dict[str, Any]
-
-
-# --- model plumbing ---------------------------------------------------------------------------------
-
-
-def decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The decoder's layer list and its qualified name (`model.layers` for Llama and Gemma-2)."""
-    for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and name.split(".")[-1] == "layers" and len(module) > 0:
-            return name, module
-    raise MergeBenchError(f"{model.__class__.__name__}: no decoder layer list (`layers`) found")
-
-
-def layer_linears(model: nn.Module) -> dict[str, nn.Linear]:
-    """Every nn.Linear inside the decoder layers, by its weight's checkpoint name, in module order."""
-    prefix, layers = decoder_layers(model)
-    return {f"{prefix}.{name}.weight": m for name, m in layers.named_modules() if isinstance(m, nn.Linear)}
-
-
-class GramCollector:
-    """Forward pre-hooks that add XᵀX of each linear's input into fp32 accumulators.
-
-    Two linears share a Gram when the second is called with the identical tensor object the previous
-    hooked linear received (q/k/v, gate/up); sharing is decided on the first forward pass and then fixed.
-    `mask` (bool, one entry per token of the batch) excludes padding.
-    """
-
-    def __init__(self, linears: dict[str, nn.Linear]):
-        self.linears = linears
-        self.grams: dict[str, torch.Tensor] = {}
-        self.aliases: dict[str, str] = {}  # weight name -> the weight name its Gram is stored under
-        self.mask: torch.Tensor | None = None
-        self._last: tuple[torch.Tensor, str] | None = None
-        self._handles = [m.register_forward_pre_hook(self._hook(n)) for n, m in linears.items()]
-
-    def _hook(self, name: str):
-        def hook(module: nn.Module, args: tuple) -> None:
-            x = args[0]
-            if name not in self.grams and name not in self.aliases:  # first sight: shared or own?
-                if self._last is not None and self._last[0] is x:
-                    self.aliases[name] = self._last[1]
-                else:
-                    self.grams[name] = torch.zeros(x.shape[-1], x.shape[-1], dtype=torch.float32, device=x.device)
-            self._last = (x, self.aliases.get(name, name))
-            if name in self.aliases:
-                return
-            rows = x.detach().reshape(-1, x.shape[-1]).float()
-            if self.mask is not None:
-                rows = rows[self.mask]
-            self.grams[name].addmm_(rows.T, rows)
-
-        return hook
-
-    def end_pass(self) -> None:
-        self._last = None  # never match across forward passes
-
-    def remove(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
-        self._last = None
-
-
-# --- tokenization -----------------------------------------------------------------------------------
-
-
-def encode(tokenizer, sample: Sample, max_length: int) -> tuple[list[int], int]:
-    """Token ids of prompt + response (+ EOS), truncated, and the index where the response starts."""
-    prompt = tokenizer(sample.prompt, add_special_tokens=True)["input_ids"]
-    response = tokenizer(sample.response, add_special_tokens=False)["input_ids"]
-    ids = list(prompt) + list(response)
-    if tokenizer.eos_token_id is not None:
-        ids.append(tokenizer.eos_token_id)
-    return ids[:max_length], min(len(prompt), max_length)
-
-
-def pad_batch(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded token ids [B, width] and their attention mask (1 on real tokens); with right padding
-    causal attention never sees the pads."""
-    width = max(len(seq) for seq in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, seq in enumerate(seqs):
-        ids[i, :len(seq)] = torch.tensor(seq)
-        mask[i, :len(seq)] = 1
-    return ids, mask
-
-
-def load_tokenizer(path: str | Path):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(path))
-    except Exception as e:  # noqa: BLE001 - transformers raises many kinds for a missing tokenizer
-        raise MergeBenchError(f"{path}: cannot load a tokenizer ({e.__class__.__name__}); give --tokenizer DIR") from None
-
-
-def load_model(path: Path, device: torch.device) -> nn.Module:
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-    return model.to(device).eval()
 
 
 # --- the passes -------------------------------------------------------------------------------------
@@ -249,14 +146,6 @@ def fisher_pass(model: nn.Module, encoded: list[tuple[list[int], int]],
 
 
 # --- the job ----------------------------------------------------------------------------------------
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise MergeBenchError(f"device {name}: CUDA is not available on this machine (use --device cpu)")
-    return torch.device(name)
 
 
 def compute_stats(job: StatsJob | None = None, progress: ProgressFn | None = None, **fields: Any) -> StatsResult:
@@ -333,70 +222,3 @@ def compute_stats(job: StatsJob | None = None, progress: ProgressFn | None = Non
     return StatsResult(out, len(samples), manifest["tokens"], time.time() - start, manifest)
 
 
-def write_stats(out: Path, filename: str, tensors: dict[str, torch.Tensor], manifest: dict[str, Any]) -> None:
-    """Write under a temporary sibling name, then rename: a statistics directory is complete or absent."""
-    from safetensors.torch import save_file
-
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        save_file(tensors, str(tmp / filename), metadata={"kind": manifest["kind"]})
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-# --- reading ----------------------------------------------------------------------------------------
-
-
-class StatsStore:
-    """A statistics directory, opened for reading one tensor at a time."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path).expanduser()
-        mf = self.path / MANIFEST
-        if not mf.is_file():
-            raise MergeBenchError(f"{self.path}: not a statistics directory (no {MANIFEST}; make one with "
-                                  "`mergebench stats`)")
-        try:
-            self.manifest = json.loads(mf.read_text())
-            self.kind = self.manifest["kind"]
-            self.file = self.path / FILES[self.kind]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise MergeBenchError(f"{mf}: invalid statistics manifest") from None
-        if not self.file.is_file():
-            raise MergeBenchError(f"{self.path}: {self.file.name} is missing")
-        from mergebench.merging.checkpoint import read_header
-
-        self.infos, _ = read_header(self.file)
-        self.aliases: dict[str, str] = self.manifest.get("aliases") or {}
-        for name, owner in self.aliases.items():
-            if owner not in self.infos:
-                raise MergeBenchError(f"{self.file}: {name} shares the Gram of {owner}, which is missing")
-
-    def key(self, name: str) -> str | None:
-        key = self.aliases.get(name, name)
-        return key if key in self.infos else None
-
-    def shape(self, name: str) -> tuple[int, ...] | None:
-        key = self.key(name)
-        return self.infos[key].shape if key else None
-
-    def read(self, name: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-             rows: tuple[int, int] | None = None) -> torch.Tensor:
-        """One tensor's statistic as `dtype` on `device`: the whole tensor, or the rows [start, end)."""
-        from mergebench.merging.checkpoint import read_range
-
-        key = self.key(name)
-        if key is None:
-            raise MergeBenchError(f"{self.path}: no statistics for tensor {name}")
-        info = self.infos[key]  # the header was read once, when the store was opened
-        start, end = rows or (0, info.shape[0] if info.shape else 1)
-        per_row = info.numel // max(info.shape[0], 1) if info.shape else 1
-        out = torch.empty((end - start, *info.shape[1:]) if info.shape else (), dtype=dtype)
-        return read_range(info, out, start * per_row).to(device)

@@ -15,7 +15,7 @@ from mergebench.pipeline.workspace import MANIFEST
 
 
 def run(ctx: StageContext) -> dict:
-    from mergebench.merging.engine import MergeJob, merge
+    from mergebench.merging.run import MergeJob, merge
 
     family = ctx.inputs["family"]
     experts = specialists(family)

@@ -23,7 +23,7 @@ def grid_points(grid: dict[str, list]) -> list[dict]:
 def run(ctx: StageContext) -> dict:
     from mergebench.evaluation.tiny_eval import evaluate_tiny
     from mergebench.evaluation.tiny_suite import GENERATE_TASKS
-    from mergebench.merging.engine import MergeJob, merge
+    from mergebench.merging.run import MergeJob, merge
 
     family = ctx.inputs["family"]
     experts = [str(p) for p in specialists(family).values()]

@@ -1,0 +1,72 @@
+"""Task vectors read from checkpoints: the one place a merge (or anything that needs τ = θ_t − θ_0) reads
+weights. It owns the reused read buffers, the row blocks large tensors are read in, the move to the
+device and the finiteness check; the streaming engine, RegMean++'s layer executor, the global thresholds
+and Localize-and-Stitch's mask training all read through it."""
+
+from __future__ import annotations
+
+import torch
+
+from mergebench.errors import MergeBenchError
+from mergebench.merging.checkpoint import Checkpoint
+
+BLOCK_ELEMENTS = 4 * 2**20  # entries per block when a large tensor is read a block of rows at a time
+
+Block = tuple[int, int] | None  # rows [start, end) of a tensor, or None: all of it
+
+
+class TaskVectorSource:
+    """θ_0 and the stacked τ of `experts` against `base`, tensor by tensor (or a block of rows), in fp32
+    on `device`. The returned tensors are views of reused buffers on the CPU: valid until the next read."""
+
+    def __init__(self, base: Checkpoint, experts: list[Checkpoint], device: torch.device):
+        self.base, self.experts, self.device = base, experts, device
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def _buffer(self, role: str, shape) -> torch.Tensor:
+        """A reused fp32 CPU buffer viewed as `shape`: fresh large allocations cost a page fault per 4 KiB
+        (the kernel zeroes each page), which dominated the merge's time before buffers were kept."""
+        numel = torch.Size(shape).numel()
+        if role not in self._buffers or self._buffers[role].numel() < numel:
+            self._buffers[role] = torch.empty(numel, dtype=torch.float32)
+        return self._buffers[role][:numel].view(shape)
+
+    def blocks(self, name: str, elementwise: bool) -> list[Block]:
+        """Row blocks of about BLOCK_ELEMENTS entries for a large tensor merged element-wise (so peak
+        memory does not grow with the largest tensor, an embedding merged with --include); else one
+        block, the whole tensor (None)."""
+        info = self.base.tensors[name]
+        if not elementwise or len(info.shape) < 2 or info.numel <= BLOCK_ELEMENTS:
+            return [None]
+        rows = max(1, BLOCK_ELEMENTS // (info.numel // info.shape[0]))
+        return [(r, min(r + rows, info.shape[0])) for r in range(0, info.shape[0], rows)]
+
+    def first(self, name: str, block: Block) -> int:
+        """The flat index of the block's first entry in the tensor."""
+        info = self.base.tensors[name]
+        return 0 if block is None else block[0] * (info.numel // info.shape[0])
+
+    def task_vectors(self, name: str, block: Block = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """fp32 base tensor (or a block of its rows) and stacked task vectors [T, ...] on the device; a
+        one-line error naming the checkpoint when an input is not finite."""
+        shape = self.base.tensors[name].shape
+        first = self.first(name, block)
+        if block is not None:
+            shape = (block[1] - block[0], *shape[1:])
+        base = self.base.read_into(name, self._buffer("base", shape), first)
+        tau = self._buffer("tau", (len(self.experts), *shape))
+        for t, e in enumerate(self.experts):
+            e.read_into(name, tau[t], first)
+        base, tau = base.to(self.device), tau.to(self.device)
+        tau -= base
+        # NaN and ±inf survive subtraction and summation, so one reduction covers all T+1 inputs; the
+        # culprit is looked for only when it is not finite.
+        if not bool(torch.isfinite(tau.sum() + base.sum())):
+            for t, ckpt in enumerate([self.base, *self.experts]):
+                x = base if t == 0 else tau[t - 1] + base
+                if not bool(torch.isfinite(x).all()):
+                    raise MergeBenchError(f"{ckpt.path}: tensor {name} contains NaN or infinite values")
+            if not bool(torch.isfinite(tau).all()):
+                raise MergeBenchError(f"tensor {name}: a task vector overflows fp32 (inputs are finite but too far "
+                                      "apart)")
+        return base, tau

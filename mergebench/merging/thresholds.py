@@ -1,0 +1,37 @@
+"""The global passes: one magnitude threshold per specialist over every ranked tensor at once (TIES'
+and Localize-and-Stitch's top-k of the whole model, not of each tensor), read through a task-vector
+source in one pass, or two where the exact k-th value needs a second look (merging/topk.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from mergebench.merging.methods import MethodSpec
+from mergebench.merging.source import TaskVectorSource
+from mergebench.merging.topk import GlobalThreshold
+
+ProgressFn = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+def global_thresholds(source: TaskVectorSource, ranked: list[str], spec: MethodSpec, hp: dict[str, Any],
+                      progress: ProgressFn | None = None) -> torch.Tensor:
+    """Per specialist, the magnitude of its k-th largest |τ| entry over the `ranked` tensors, k from the
+    method's `global_rank` of the total entry count."""
+    progress = progress or (lambda phase, done, total: None)
+    elementwise = spec.is_elementwise(hp)
+    acc = GlobalThreshold(len(source.experts), source.device)
+    for i, name in enumerate(ranked):
+        for block in source.blocks(name, elementwise):
+            acc.first_pass(source.task_vectors(name, block)[1])
+        progress("thresholds 1/2", i + 1, len(ranked))
+    rank = spec.global_rank(hp, acc.count)
+    acc.choose([rank] * len(source.experts))
+    if acc.needs_second_pass:
+        for i, name in enumerate(ranked):
+            for block in source.blocks(name, elementwise):
+                acc.second_pass(source.task_vectors(name, block)[1])
+            progress("thresholds 2/2", i + 1, len(ranked))
+    return acc.thresholds()
