@@ -91,3 +91,50 @@ def reference(method: str, base_dir: Path, expert_dirs: list[Path], hp: dict) ->
             raise ValueError(method)
         out[n] = base[n] + delta
     return out
+
+
+def reference_code_localize_stitch(base_dir: Path, expert_dirs: list[Path], sparsity: float) -> dict[str, torch.Tensor]:
+    """Localize-and-Stitch as the reference code computes it (dataless), the plain way: one flat vector of
+    every tensor whose name lacks "embed"; each task localized by torch.topk against the base as modified
+    in place by the tasks before it (lm_head and embeddings never written back); each mask's overlap
+    counted against the last other mask only; the result the modified base plus the weighted task
+    vectors taken against it. Merged tensors only."""
+    base = load_all(base_dir)
+    experts = [load_all(e) for e in expert_dirs]
+    ranked = sorted(n for n in base if "embed" not in n)
+    written = {n for n in ranked if is_merged(n)}
+    shared = {n: base[n].clone() for n in ranked}  # the base the reference modifies in place
+
+    def task_vector(model):
+        return torch.cat([(model[n] - shared[n]).flatten() for n in ranked])
+
+    def add_into_shared(vec):
+        pos = 0
+        for n in ranked:
+            k = shared[n].numel()
+            if n in written:
+                shared[n] += vec[pos:pos + k].reshape(shared[n].shape)
+            pos += k
+
+    masks = []
+    for model in experts:
+        tv = task_vector(model)
+        threshold = torch.topk(tv.abs(), int(sparsity * tv.numel())).values.min()
+        mask = (tv.abs() >= threshold).float()
+        masks.append(mask)
+        add_into_shared(tv * mask)
+    if len(masks) > 1:
+        weights = []
+        for i in range(len(masks)):
+            count = masks[i].clone()
+            for j in range(len(masks)):
+                if i != j:
+                    last = torch.logical_and(masks[i].bool(), masks[j].bool())
+            count = count + last
+            weights.append(torch.where(count == 0, torch.zeros_like(count), 1.0 / count))
+        masks = weights
+    total = torch.zeros_like(masks[0])
+    for model, weight in zip(experts, masks, strict=True):
+        total += weight * task_vector(model)
+    add_into_shared(total)
+    return {n: shared[n] for n in written}

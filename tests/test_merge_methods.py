@@ -151,3 +151,46 @@ def test_ties_majority_sign_fix_ups_land_in_the_right_block(tmp_path, monkeypatc
 
     monkeypatch.setattr(source, "BLOCK_ELEMENTS", 32)
     test_ties_global_majority_sign_breaks_exact_ties(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["llama", "llama-tied", "gemma2"])
+def test_compat_reference_localize_stitch_is_the_reference_codes(families, tmp_path, kind):
+    """--compat reference reproduces the reference code's Localize-and-Stitch (base modified in place as
+    each task is localized, overlaps counted against the last other mask only), recomputed the plain way;
+    and those defects do change the result."""
+    from reference_merge import reference_code_localize_stitch
+
+    base, experts = families[kind]
+    job = dict(method="localize_stitch", base=str(base), experts=[str(e) for e in experts], settings={"sparsity": 0.1})
+    got = load_all(merge(MergeJob(**job, out=str(tmp_path / "compat"), compat="reference")).out)
+    plain = load_all(merge(MergeJob(**job, out=str(tmp_path / "default"))).out)
+    want = reference_code_localize_stitch(base, experts, 0.1)
+    base_t = load_all(base)
+    for name, tensor in got.items():
+        if is_merged(name):
+            torch.testing.assert_close(tensor, want[name], rtol=0, atol=1e-6, msg=name)
+        else:
+            assert torch.equal(tensor, base_t[name]), name
+    assert any(not torch.equal(got[n], plain[n]) for n in got if is_merged(n))
+
+
+def test_the_reference_overlap_rule_counts_only_the_last_other_mask():
+    from mergebench.merging.methods.localize_stitch import reference_weights, stitch
+
+    masks = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 1, 1]], dtype=torch.bool)
+    # task 0 against task 2 only, task 1 against task 2, task 2 against task 1
+    assert reference_weights(masks).tolist() == [[0.5, 1.0, 0.5, 0.0], [0.5, 1.0, 0.0, 0.0], [0.5, 0.0, 1.0, 1.0]]
+    tau = torch.ones(3, 4)
+    assert stitch(tau, masks).tolist() == [1.0, 1.0, 1.0, 1.0]  # the correct rule: a mean of the covering ones
+    assert reference_weights(masks[:1]).tolist() == [[1.0, 1.0, 1.0, 0.0]]
+
+
+def test_compat_reference_localize_stitch_refuses_what_the_reference_never_ran(families, tmp_path):
+    from mergebench.errors import MergeBenchError
+
+    base, experts = families["llama"]
+    with pytest.raises(MergeBenchError, match=r"--compat reference reproduces the reference code's dataless, "
+                                              r"global Localize-and-Stitch only .*scope=tensor"):
+        merge(MergeJob("localize_stitch", str(base), [str(e) for e in experts], str(tmp_path / "o"),
+                       settings={"scope": "tensor"}, compat="reference"))
+    assert not (tmp_path / "o").exists()

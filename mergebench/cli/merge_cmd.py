@@ -51,7 +51,8 @@ def _load_config(path: Path) -> dict[str, Any]:
               help="regmean_pp: validation data per --expert (a domain or JSONL file), or once for all "
                    "(`mergebench` or a directory of <domain>.jsonl files, paired by --compat)")
 @click.option("--compat", type=click.Choice(["default", "reference"]),
-              help="reference: pair specialists with the reference code's data domains (default: their own)")
+              help="reference: the reference code's behaviour where it differs: specialists paired with its data "
+                   "domains, Localize-and-Stitch's in-place base and overlap rule (default: correct)")
 @click.option("--out", "-o", help="output directory")
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="method setting, e.g. --set K=0.3")
 @click.option("--include", multiple=True, help="glob of tensors to merge (replaces the default set)")

@@ -85,6 +85,8 @@ class Merger:
         self.job = job
         self.progress = progress or (lambda phase, done, total: None)
         self.spec: MethodSpec = get_method(job.method)
+        if job.compat == "reference" and self.spec.reference_variant is not None:
+            self.spec = self.spec.reference_variant  # the reference code's defects, on request
         self.hp = self.spec.settings(job.settings)
         if not job.experts:
             raise MergeBenchError("no specialists given (use --expert PATH, once per specialist)")
@@ -244,7 +246,10 @@ class Merger:
 
     # --- passes -------------------------------------------------------------------------------------
     def thresholds(self) -> torch.Tensor:
-        """The global magnitude thresholds of the ranked tensors, one per specialist (merging/thresholds.py)."""
+        """The global magnitude thresholds of the ranked tensors, one per specialist (merging/thresholds.py,
+        or the method's own pass)."""
+        if self.spec.threshold_pass is not None:
+            return self.spec.threshold_pass(self.source, self.ranked, set(self.merged), self.hp, self.progress)
         return global_thresholds(self.source, self.ranked, self.spec, self.hp, self.progress)
 
     def blocks(self, name: str) -> list:
@@ -359,6 +364,7 @@ class Merger:
             "kit_version": __version__,
             "method": self.spec.name,
             "settings": self.hp,
+            "compat": self.job.compat,
             "base": model(self.base),
             "experts": [model(e) for e in self.experts],
             "merged_tensors": len(self.merged),

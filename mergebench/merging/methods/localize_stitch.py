@@ -8,11 +8,19 @@ Localize, two ways (`masks`):
   threshold_set are then settings of that training, recorded in each mask store.
 
 Stitch, the same for both: where several masks cover an entry, the stitched value is the mean of the
-covering tasks' τ (the reference counts only the last overlap; that defect is not reproduced).
+covering tasks' τ.
+
+`--compat reference` (dataless masks, global scope) reproduces the reference code's two defects instead:
+it adds each localized task vector into the shared base in place, so task t is localized and stitched
+against B_{t-1} = θ0 + Σ_{s<t} m_s ⊙ (θ_s − B_{s-1}) (its threshold found over θ_t − B_{t-1}, a pass
+per task), and each mask's overlap count looks only at the last other mask: task i's weight is
+1 / (m_i + m_i ∧ m_j), j the last task other than i. The result is B_T + Σ w_i ⊙ (θ_i − B_T). Tensors that
+are ranked but never written back (an untied lm_head) keep the unmodified base, as in the reference.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -51,6 +59,77 @@ def _check(given: set[str], hp: dict[str, Any]) -> None:
                               f"{ignored[0]}=...`)")
 
 
+# --- the reference code's variant (--compat reference) -------------------------------------------------
+
+def reference_localize(tau: torch.Tensor, thresholds: torch.Tensor, upto: int | None = None,
+                       writes_back: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masks of the first `upto` tasks (all by default) localized against the base the reference modifies in
+    place, and that base's shift B − θ0 after them. A tensor that is not written back keeps θ0."""
+    upto = tau.shape[0] if upto is None else upto
+    shift = torch.zeros_like(tau[0])
+    masks = torch.zeros((upto, *tau.shape[1:]), dtype=torch.bool, device=tau.device)
+    for t in range(upto):
+        moved = tau[t] - shift
+        masks[t] = moved.abs() >= thresholds[t].to(tau.device)
+        if writes_back:
+            shift += moved * masks[t]
+    return masks, shift
+
+
+def reference_weights(masks: torch.Tensor) -> torch.Tensor:
+    """The reference's overlap rule: task i's weight 1 / (m_i + m_i ∧ m_j), j the last task other than i
+    (0 outside its mask); a single task keeps its mask."""
+    count = masks.shape[0]
+    if count == 1:
+        return masks.float()
+    weights = torch.zeros(masks.shape, dtype=torch.float32, device=masks.device)
+    for i in range(count):
+        last_other = count - 1 if i != count - 1 else count - 2
+        covered = masks[i].float() + (masks[i] & masks[last_other]).float()
+        weights[i] = torch.where(covered > 0, 1.0 / covered.clamp(min=1), 0.0)
+    return weights
+
+
+def reference_stitch(tau: torch.Tensor, ctx: TensorContext, hp: dict[str, Any]) -> torch.Tensor:
+    masks, shift = reference_localize(tau, ctx.thresholds)
+    return shift + (reference_weights(masks) * (tau - shift)).sum(0)
+
+
+def reference_thresholds(source, ranked: list[str], written: set[str], hp: dict[str, Any], progress) -> torch.Tensor:
+    """Per task, the global threshold over θ_t − B_{t-1}: a pass (two where the exact rank needs it) per task,
+    each recomputing B_{t-1} entry by entry from the thresholds found before it."""
+    from mergebench.merging.topk import GlobalThreshold
+
+    found = torch.zeros(len(source.experts), dtype=torch.float32, device=source.device)
+
+    def moved(name: str, block, t: int) -> torch.Tensor:
+        tau = source.task_vectors(name, block)[1]
+        _, shift = reference_localize(tau, found, upto=t, writes_back=name in written)
+        return (tau[t] - shift)[None]
+
+    for t in range(len(source.experts)):
+        acc = GlobalThreshold(1, source.device)
+        for i, name in enumerate(ranked):
+            for block in source.blocks(name, True):
+                acc.first_pass(moved(name, block, t))
+            progress(f"thresholds of task {t + 1}", i + 1, len(ranked))
+        acc.choose([localize_rank(hp, acc.count)])
+        if acc.needs_second_pass:
+            for name in ranked:
+                for block in source.blocks(name, True):
+                    acc.second_pass(moved(name, block, t))
+        found[t] = acc.thresholds()[0]
+    return found
+
+
+def _check_reference(given: set[str], hp: dict[str, Any]) -> None:
+    _check(given, hp)
+    if hp["masks"] != "dataless" or hp["scope"] != "global":
+        raise MergeBenchError("method localize_stitch: --compat reference reproduces the reference code's dataless, "
+                              "global Localize-and-Stitch only (masks=dataless, scope=global); drop --compat for "
+                              f"masks={hp['masks']}, scope={hp['scope']}")
+
+
 LOCALIZE_STITCH = MethodSpec(
     "localize_stitch",
     "Localize-and-Stitch: per-task sparse masks (top-sparsity, or trained on validation data: --stats), "
@@ -73,3 +152,7 @@ LOCALIZE_STITCH = MethodSpec(
     elementwise=lambda hp: hp["scope"] == "global" or hp["masks"] == "trained",
     check=_check,
 )
+
+#: What `--compat reference` runs instead: the same settings, the reference code's two defects.
+LOCALIZE_STITCH = dataclasses.replace(LOCALIZE_STITCH, reference_variant=dataclasses.replace(
+    LOCALIZE_STITCH, fn=reference_stitch, threshold_pass=reference_thresholds, check=_check_reference))

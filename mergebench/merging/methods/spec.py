@@ -111,6 +111,11 @@ class MethodSpec:
     # Optional check of the given settings (names the user set) against the completed ones: raises a
     # MergeBenchError for combinations that would be silently ignored.
     check: Callable[[set[str], dict[str, Any]], None] | None = None
+    # The method's own global pass, in place of the plain one (merging/thresholds.py): called with the task
+    # vector source, the ranked names, the names written back, the settings and a progress function.
+    threshold_pass: Callable[..., torch.Tensor] | None = None
+    # What `--compat reference` runs instead, where the reference code's defects change this method's result.
+    reference_variant: MethodSpec | None = None
 
     def settings(self, given: dict[str, Any]) -> dict[str, Any]:
         """Validate user settings against the parameters and fill in the defaults."""
