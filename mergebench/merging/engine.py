@@ -330,7 +330,8 @@ class Merger:
              block: tuple[int, int] | None = None) -> TensorContext:
         """The tensor's context; statistics cover the same rows as the task vectors (a block of an
         element-wise method's large tensor, else the base's rows: extra vocabulary rows are cut)."""
-        ctx = TensorContext(name, [e.label for e in self.experts], thresholds, zero_sign)
+        ctx = TensorContext(name, [e.label for e in self.experts], thresholds, zero_sign,
+                            offset=self.source.first(name, block))
         if name in self.stat_names:
             rows = block or (0, self.base.tensors[name].shape[0])
             kind = self.spec.stats_for(self.hp)

@@ -2,12 +2,16 @@
 
 The drop mask of a (tensor, specialist) pair comes from a generator seeded by (seed, tensor name,
 specialist label), drawn on the CPU: results do not depend on tensor order, shard layout, specialist
-order or device.
+order or device. A large tensor is merged a block of rows at a time: its generators carry on from block
+to block (torch's CPU generator gives the same numbers drawn in pieces as drawn at once), so the masks
+are the whole tensor's, and the specialists' masks are drawn side by side on the CPU's cores.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -25,13 +29,44 @@ def keep_mask(shape: torch.Size, keep: float, seed: int) -> torch.Tensor:
     return torch.rand(shape, generator=gen) < keep
 
 
+class _Streams:
+    """The generators of the tensor being merged, one per specialist, each at the entry it has reached."""
+
+    def __init__(self):
+        self.tensor: tuple[int, str] | None = None
+        self.at: dict[str, tuple[torch.Generator, int]] = {}
+        self.pool = ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)))
+
+    def begin(self, seed: int, tensor: str) -> None:
+        """Called before a block's masks are drawn (by one thread): a new tensor drops the last one's."""
+        if self.tensor != (seed, tensor):
+            self.tensor, self.at = (seed, tensor), {}
+
+    def mask(self, seed: int, tensor: str, label: str, offset: int, shape: torch.Size, keep: float) -> torch.Tensor:
+        gen, position = self.at.get(label, (None, -1))
+        if position != offset:  # a new tensor, or blocks out of order: from the start, skipping to the block
+            gen, position = torch.Generator().manual_seed(mask_seed(seed, tensor, label)), 0
+            while position < offset:
+                step = min(offset - position, 1 << 22)
+                torch.rand(step, generator=gen)
+                position += step
+        mask = torch.rand(shape, generator=gen) < keep
+        self.at[label] = (gen, position + mask.numel())
+        return mask
+
+
+_STREAMS = _Streams()
+
+
 def dare(tau: torch.Tensor, ctx: TensorContext, hp: dict[str, Any]) -> torch.Tensor:
     keep = 1.0 - hp["p"]
     seed = hp["seed"]
+    _STREAMS.begin(seed, ctx.name)
+    masks = list(_STREAMS.pool.map(
+        lambda label: _STREAMS.mask(seed, ctx.name, label, ctx.offset, tau.shape[1:], keep), ctx.labels))
     out = torch.zeros_like(tau[0])
-    for t, label in enumerate(ctx.labels):
-        mask = keep_mask(tau.shape[1:], keep, mask_seed(seed, ctx.name, label)).to(tau.device)
-        out += tau[t] * mask
+    for t, mask in enumerate(masks):
+        out += tau[t] * mask.to(tau.device)
     return out * (hp["lambda"] / keep)
 
 
@@ -45,4 +80,5 @@ DARE = MethodSpec(
         Param("seed", int, 0, "seed of the drop masks (the reference sets none)"),
     ),
     reference="Yu et al. 2024",
+    elementwise=True,
 )

@@ -77,6 +77,7 @@ class TensorContext:
     thresholds: torch.Tensor | None = None  # per specialist |τ| threshold from the global pass
     zero_sign: float | None = None  # global elected-sign tie breaker (TIES), None: decide per tensor
     seed: int | None = None
+    offset: int = 0  # flat index, in the whole tensor, of the first entry of the block being merged
     # Data-dependent methods: per specialist, this tensor's statistic (a Gram or a Fisher), or None when
     # the method keeps none for this tensor; and each statistics store's manifest (token counts, means).
     stats: list[torch.Tensor] | None = None

@@ -28,7 +28,7 @@ def _trimmed(tau: torch.Tensor, ctx: TensorContext, hp: dict[str, Any]) -> torch
 
 def _merge_trimmed(trimmed: torch.Tensor, total: torch.Tensor, zero_sign: float, hp: dict[str, Any]) -> torch.Tensor:
     elected = torch.sign(total)
-    elected = torch.where(elected == 0, torch.full_like(elected, zero_sign), elected)
+    elected.masked_fill_(elected == 0, zero_sign)
     keep = torch.where(elected > 0, trimmed > 0, trimmed < 0)
     merged = (trimmed * keep).sum(0)
     if hp["aggregation"] == "mean":
