@@ -4,6 +4,7 @@ to kill a whole process group, and a stage to kill everything it started."""
 from __future__ import annotations
 
 import os
+import signal
 from typing import NamedTuple
 
 DEAD = (b"Z", b"X")  # zombies only await reaping; X is a process being torn down
@@ -64,3 +65,12 @@ def pid_namespace(pid: int) -> str | None:
 def namespace_members(namespace: str) -> list[int]:
     """The live processes of a pid namespace (a sandbox's), seen from outside it."""
     return [proc.pid for proc in live_processes() if pid_namespace(proc.pid) == namespace]
+
+
+def kill_all(pids) -> None:
+    """SIGKILL each of `pids`; those already gone, or not ours to signal, are passed over."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from mergebench.processes import descendants, live_processes, namespace_members, pid_namespace
+from mergebench.processes import descendants, kill_all, live_processes, namespace_members, pid_namespace
 from mergebench.runtimes.base import Handle, Runtime
 from mergebench.runtimes.lifeline import Lifeline
 from mergebench.runtimes.request import TOKENS, LaunchRequest
@@ -69,11 +69,7 @@ class LocalHandle(Handle):
             seen = (seen | members) & {proc.pid for proc in live_processes()}
             if not seen:
                 break
-            for pid in members:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+            kill_all(members)
             time.sleep(0.02)
         self.namespaces = set()
 

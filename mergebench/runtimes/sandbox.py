@@ -32,6 +32,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from mergebench.errors import MergeBenchError
+from mergebench.processes import kill_all
 from mergebench.runtimes.images import images_config
 
 NOBODY = 65534
@@ -241,15 +242,9 @@ class PidsCgroup:
 
     def empty(self, patience: float = 10.0) -> None:
         """SIGKILL every member until none is left, then remove the cgroup."""
-        import signal
-
         deadline = time.monotonic() + patience
         while (members := self.members()) and time.monotonic() < deadline:
-            for pid in members:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+            kill_all(members)
             time.sleep(0.02)
         try:
             self.path.rmdir()
