@@ -1,6 +1,7 @@
 """Merge speed and memory: mergebench's streaming engine against mergekit 0.1.5 and the I/O floor.
 
-    .venv/bin/python benchmarks/merge_speed.py [--sizes 0.25,1.0] [--out benchmarks/out] [--quick]
+    .venv/bin/python benchmarks/merge_speed.py [--sizes 0.5,1.0] [--out benchmarks/out] [--quick]
+    .venv/bin/python benchmarks/merge_speed.py --render benchmarks/out/latest.json   (table and targets again)
 
 Inputs are synthetic Llama-shaped bf16 checkpoints (a base and five specialists = base + seeded noise):
 speed depends on shapes and bytes, not on what the weights learned, so no download is needed. They are
@@ -347,10 +348,56 @@ def rows(results: list[dict]) -> tuple[list[list[str]], list[str]]:
         if g["ok"] and t["ok"]:
             notes.append(f"{size}: ours TIES global / per-tensor = {g['seconds'] / t['seconds']:.2f}x wall, "
                          f"{g['cpu_seconds'] / t['cpu_seconds']:.2f}x cpu")
+        notes += targets(res)
         loads = [r["load_before"] for rs in res["all_runs"].values() for r in rs]
         notes.append(f"{size}: 1-min load average before runs {min(loads):.1f} to {max(loads):.1f} "
                      f"({os.cpu_count()} CPUs); fastest of {len(next(iter(res['all_runs'].values())))} kept")
+    if len(results) > 1:
+        notes += flat_memory(results)
     return body, notes
+
+
+#: The issue's targets (ratios measured in one run): (label, what, ours key, against, at most)
+TARGETS = [("task arithmetic", "within 1.5x of the I/O floor", "ours/task_arithmetic", "io/floor", 1.5),
+           ("TIES (global)", "within 3x of the I/O floor", "ours/ties_global", "io/floor", 3.0)]
+SPEEDUPS = [("TIES (global)", "at least 4x faster than mergekit's TIES", "ours/ties_global", "mergekit/ties", 4.0),
+            ("DARE", "at least 3x faster than mergekit", "ours/dare", "mergekit/dare", 3.0)]
+
+
+def targets(res: dict) -> list[str]:
+    """One line per target at this size: the measured ratio and whether it is met."""
+    runs, size, out = res["runs"], f"{res['billions']:g}B", []
+
+    def ok(*keys: str) -> bool:
+        return all(runs.get(k) and runs[k]["ok"] for k in keys)
+
+    for label, what, ours, other, most in TARGETS:
+        if ok(ours, other):
+            ratio = runs[ours]["seconds"] / runs[other]["seconds"]
+            out.append(f"{size} target {label} {what}: {ratio:.2f}x, {'met' if ratio <= most else 'NOT met'}")
+    for label, what, ours, other, least in SPEEDUPS:
+        if ok(ours, other):
+            ratio = runs[other]["seconds"] / runs[ours]["seconds"]
+            out.append(f"{size} target {label} {what}: {ratio:.2f}x, {'met' if ratio >= least else 'NOT met'}")
+    higher = [m for m in MERGEKIT if ok(f"ours/{m}", f"mergekit/{m}")
+              and runs[f"ours/{m}"]["peak_rss_mib"] > runs[f"mergekit/{m}"]["peak_rss_mib"]]
+    out.append(f"{size} target peak memory no higher than mergekit's: "
+               + ("met" if not higher else f"NOT met ({', '.join(higher)})"))
+    return out
+
+
+def flat_memory(results: list[dict]) -> list[str]:
+    """Peak memory from the smallest size to the largest, per method: flat means within 25%."""
+    small, large = results[0], results[-1]
+    out = []
+    for label in OURS:
+        a, b = small["runs"][f"ours/{label}"], large["runs"][f"ours/{label}"]
+        if a["ok"] and b["ok"] and a["peak_rss_mib"] and b["peak_rss_mib"]:
+            growth = b["peak_rss_mib"] / a["peak_rss_mib"]
+            out.append(f"target flat peak memory {small['billions']:g}B -> {large['billions']:g}B, {label}: "
+                       f"{a['peak_rss_mib']} -> {b['peak_rss_mib']} MiB ({growth:.2f}x), "
+                       f"{'met' if growth <= 1.25 else 'NOT met'}")
+    return out
 
 
 def render(body: list[list[str]], markdown: bool, head: list[str] = HEAD) -> str:
@@ -402,12 +449,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--rusage"]:
         return rusage_wrapper(argv[1:])
+    if argv[:1] == ["--render"]:  # the table and targets of an earlier run again (latest.json), as now computed
+        report = json.loads(Path(argv[1]).read_text())
+        write_report(Path(argv[1]).parent, Path(argv[1]).stem, report["command"], report["env"], report["results"])
+        return 0
     if argv[:1] == ["--io-floor"]:
         io_floor(Path(argv[1]), [Path(p) for p in argv[2:]])
         return 0
     sys.stdout.reconfigure(line_buffering=True)  # progress shows up live when redirected to a file
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", default="0.25,1.0", help="sizes in billions of parameters, comma separated")
+    ap.add_argument("--sizes", default="0.5,1.0", help="sizes in billions of parameters, comma separated")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out", help="cache and results folder")
     ap.add_argument("--quick", action="store_true", help=f"one tiny size ({QUICK_SIZE}B): a smoke test")
     ap.add_argument("--repeat", type=int, default=1, help="runs per measurement; the fastest is kept")
