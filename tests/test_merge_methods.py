@@ -194,3 +194,15 @@ def test_compat_reference_localize_stitch_refuses_what_the_reference_never_ran(f
         merge(MergeJob("localize_stitch", str(base), [str(e) for e in experts], str(tmp_path / "o"),
                        settings={"scope": "tensor"}, compat="reference"))
     assert not (tmp_path / "o").exists()
+
+
+def test_ties_per_tensor_zero_majority_behaves_like_minus_one():
+    """A tensor whose elected signs sum to exactly zero: where an entry's trimmed sum is 0 too, the
+    negative entries are the ones kept (as `where(sign > 0, τ > 0, τ < 0)` does with a zero sign)."""
+    from mergebench.merging.methods.spec import TensorContext
+    from mergebench.merging.methods.ties import ties
+
+    tau = torch.tensor([[2.0, -3.0, 1.0], [-1.0, 1.0, -1.0]])  # totals 1, -2, 0: signs +1, -1, 0 sum to 0
+    ctx = TensorContext("t", ["a", "b"], None, None)
+    got = ties(tau, ctx, {"K": 1.0, "lambda": 1.0, "aggregation": "sum", "scope": "tensor"})
+    assert got.tolist() == [2.0, -3.0, -1.0]
