@@ -11,7 +11,7 @@ import torch
 
 from mergebench.merging.methods import MethodSpec
 from mergebench.merging.source import TaskVectorSource
-from mergebench.merging.topk import GlobalThreshold
+from mergebench.merging.topk import streamed_thresholds
 
 ProgressFn = Callable[[str, int, int], None]  # (phase, done, total)
 
@@ -20,18 +20,12 @@ def global_thresholds(source: TaskVectorSource, ranked: list[str], spec: MethodS
                       progress: ProgressFn | None = None) -> torch.Tensor:
     """Per specialist, the magnitude of its k-th largest |τ| entry over the `ranked` tensors, k from the
     method's `global_rank` of the total entry count."""
-    progress = progress or (lambda phase, done, total: None)
     elementwise = spec.is_elementwise(hp)
-    acc = GlobalThreshold(len(source.experts), source.device)
-    for i, name in enumerate(ranked):
-        for block in source.blocks(name, elementwise):
-            acc.first_pass(source.task_vectors(name, block)[1])
-        progress("thresholds 1/2", i + 1, len(ranked))
-    rank = spec.global_rank(hp, acc.count)
-    acc.choose([rank] * len(source.experts))
-    if acc.needs_second_pass:
+
+    def parts():
         for i, name in enumerate(ranked):
             for block in source.blocks(name, elementwise):
-                acc.second_pass(source.task_vectors(name, block)[1])
-            progress("thresholds 2/2", i + 1, len(ranked))
-    return acc.thresholds()
+                yield i, source.task_vectors(name, block)[1]
+
+    return streamed_thresholds(parts, len(source.experts), lambda d: spec.global_rank(hp, d), source.device,
+                               progress or (lambda phase, done, total: None), len(ranked))

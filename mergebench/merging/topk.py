@@ -8,6 +8,8 @@ two small histograms per specialist; the answer is the exact float the full sort
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import torch
 
 HIGH_BINS = 1 << 15
@@ -81,3 +83,21 @@ class GlobalThreshold:
             pattern = torch.tensor([(b << 16) | low], dtype=torch.int32)
             out.append(float(pattern.view(torch.float32)))
         return torch.tensor(out, dtype=torch.float32)
+
+
+def streamed_thresholds(parts: Callable[[], Iterable[tuple[int, torch.Tensor]]], rows: int, rank: Callable[[int], int],
+                        device: torch.device | str, progress: Callable[[str, int, int], None], total: int,
+                        phase: str = "thresholds") -> torch.Tensor:
+    """Per row, the exact rank(d)-th largest |value| over everything `parts()` yields: (index of the tensor
+    the part belongs to, then a [rows, ...] part), read once, and a second time where the rank's bin needs
+    it. `progress(phase, tensors done, total)` follows both passes."""
+    acc = GlobalThreshold(rows, device)
+    for i, values in parts():
+        acc.first_pass(values)
+        progress(f"{phase} 1/2", i + 1, total)
+    acc.choose([rank(acc.count)] * rows)
+    if acc.needs_second_pass:
+        for i, values in parts():
+            acc.second_pass(values)
+            progress(f"{phase} 2/2", i + 1, total)
+    return acc.thresholds()

@@ -98,27 +98,22 @@ def reference_stitch(tau: torch.Tensor, ctx: TensorContext, hp: dict[str, Any]) 
 def reference_thresholds(source, ranked: list[str], written: set[str], hp: dict[str, Any], progress) -> torch.Tensor:
     """Per task, the global threshold over θ_t − B_{t-1}: a pass (two where the exact rank needs it) per task,
     each recomputing B_{t-1} entry by entry from the thresholds found before it."""
-    from mergebench.merging.topk import GlobalThreshold
+    from mergebench.merging.topk import streamed_thresholds
 
     found = torch.zeros(len(source.experts), dtype=torch.float32, device=source.device)
 
-    def moved(name: str, block, t: int) -> torch.Tensor:
-        tau = source.task_vectors(name, block)[1]
-        _, shift = reference_localize(tau, found, upto=t, writes_back=name in written)
-        return (tau[t] - shift)[None]
+    def moved(t: int):
+        def parts():
+            for i, name in enumerate(ranked):
+                for block in source.blocks(name, True):
+                    tau = source.task_vectors(name, block)[1]
+                    _, shift = reference_localize(tau, found, upto=t, writes_back=name in written)
+                    yield i, (tau[t] - shift)[None]
+        return parts
 
     for t in range(len(source.experts)):
-        acc = GlobalThreshold(1, source.device)
-        for i, name in enumerate(ranked):
-            for block in source.blocks(name, True):
-                acc.first_pass(moved(name, block, t))
-            progress(f"thresholds of task {t + 1}", i + 1, len(ranked))
-        acc.choose([localize_rank(hp, acc.count)])
-        if acc.needs_second_pass:
-            for name in ranked:
-                for block in source.blocks(name, True):
-                    acc.second_pass(moved(name, block, t))
-        found[t] = acc.thresholds()[0]
+        found[t] = streamed_thresholds(moved(t), 1, lambda d: localize_rank(hp, d), source.device, progress,
+                                       len(ranked), phase=f"thresholds of task {t + 1}")[0]
     return found
 
 
