@@ -296,3 +296,34 @@ def test_full_disk_is_one_line_and_leaves_nothing(families, tiny_disk):
     assert f"error: {tiny_disk / 'out'}: cannot write the merged model: No space left on device" in r.output
     assert "Traceback" not in r.output
     assert list(tiny_disk.iterdir()) == []  # neither the output nor its .partial directory
+
+
+def test_patches_land_on_their_elements_in_every_shard_and_dtype(tmp_path):
+    """Fix-ups scatter into the written bytes (a writable map of each tensor): only the named elements
+    change, in whichever shard and dtype the tensor has, and the bytes around them stay as written."""
+    from safetensors.torch import load_file
+
+    from mergebench.merging.writer import ShardedWriter
+
+    gen = torch.Generator().manual_seed(0)
+    tensors = {"a": torch.randn(300, 7, generator=gen).to(torch.bfloat16), "b": torch.randn(5000, generator=gen),
+               "c": torch.randn(64, 64, generator=gen).to(torch.float16)}
+    writer = ShardedWriter(tmp_path / "out", [(n, t.dtype, t.shape) for n, t in tensors.items()], 12_000)
+    writer.open()
+    for name, t in tensors.items():
+        writer.write(name, t)
+    want = {n: t.clone() for n, t in tensors.items()}
+    for name, idx in (("a", [0, 17, 2099]), ("b", [4999, 3, 1000]), ("c", [4095, 64])):
+        index = torch.tensor(idx)
+        values = torch.arange(1, len(idx) + 1, dtype=torch.float32) * 0.5
+        writer.patch(name, index, values)
+        want[name].view(-1)[index] = values.to(want[name].dtype)
+    writer.patch("b", torch.empty(0, dtype=torch.int64), torch.empty(0))  # nothing to do
+    writer.finish(tmp_path, {})
+    assert len(list((tmp_path / "out").glob("*.safetensors"))) == 3
+    got = {}
+    for f in (tmp_path / "out").glob("*.safetensors"):
+        got.update(load_file(f))
+    assert set(got) == set(want)
+    for name in want:
+        assert got[name].dtype == want[name].dtype and torch.equal(got[name], want[name]), name

@@ -9,6 +9,7 @@ when complete, so an interrupted merge never leaves something that looks finishe
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import shutil
 import struct
@@ -117,7 +118,7 @@ class ShardedWriter:
             for name in shard.names:
                 self.slots[name].start = acc
                 acc += self.slots[name].nbytes
-            fh = open(self.tmp_dir / self.shard_name(i), "wb")
+            fh = open(self.tmp_dir / self.shard_name(i), "w+b")  # read too: fix-ups map it
             fh.write(struct.pack("<Q", len(raw)) + raw)
             fh.truncate(acc)
             self._handles[i] = fh
@@ -150,14 +151,23 @@ class ShardedWriter:
         self._written[name] = written
 
     def patch(self, name: str, flat_index: torch.Tensor, values: torch.Tensor) -> None:
-        """Overwrite single elements of an already written tensor (rare fix-ups, e.g. TIES zero signs)."""
+        """Overwrite single elements of an already written tensor (fix-ups after the pass: TIES zero signs,
+        entries near a bracketed threshold), scattered through a writable map of the tensor's bytes."""
+        if not flat_index.numel():
+            return
         slot = self.slots[name]
         fh = self._handles[slot.shard]
-        size = torch.empty((), dtype=slot.dtype).element_size()
-        vals = values.to(slot.dtype).contiguous().view(torch.uint8).reshape(-1, size).numpy()
-        for idx, raw in zip(flat_index.tolist(), vals, strict=True):
-            fh.seek(slot.start + idx * size)
-            fh.write(raw.tobytes())
+        fh.flush()
+        page = mmap.ALLOCATIONGRANULARITY
+        offset = slot.start - slot.start % page
+        mm = mmap.mmap(fh.fileno(), slot.start + slot.nbytes - offset, access=mmap.ACCESS_WRITE, offset=offset)
+        try:
+            view = torch.frombuffer(mm, dtype=slot.dtype, offset=slot.start - offset,
+                                    count=slot.nbytes // torch.empty((), dtype=slot.dtype).element_size())
+            view[flat_index.to(torch.int64)] = values.to(slot.dtype)
+            del view
+        finally:
+            mm.close()
 
     def finish(self, base_dir: Path, extra_files: dict[str, str]) -> None:
         """Close shards, write the index, copy the base's side files, and move into place."""

@@ -59,8 +59,11 @@ def ties_with_sign(tau: torch.Tensor, ctx: TensorContext, hp: dict[str, Any]):
     total = trimmed.sum(0)
     sign_sum = float(torch.sign(total).sum())
     flat = trimmed.reshape(trimmed.shape[0], -1)
-    zero = (total == 0).reshape(-1).nonzero().reshape(-1)  # most are entries nothing survived the trim in
-    ambiguous = zero[(flat[:, zero] != 0).any(0)]
+    # A zero sum with a non-zero term: Σ_t |trimmed_t| > 0 says "some term is not 0" exactly (a sum of
+    # non-negative floats is at least its largest term), in two streaming passes instead of gathering the
+    # many entries nothing survived the trim in.
+    survived = flat.abs().sum(0) > 0
+    ambiguous = ((total.reshape(-1) == 0) & survived).nonzero().reshape(-1)
     flat = flat[:, ambiguous]
     alternative = _merge_trimmed(flat, flat.sum(0), -ctx.zero_sign, hp)
     return _merge_trimmed(trimmed, total, ctx.zero_sign, hp), sign_sum, ambiguous, alternative
