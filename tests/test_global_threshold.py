@@ -39,3 +39,48 @@ def test_histogram_threshold_equals_global_kthvalue(rank):
         else:
             assert got[t] == flat[t].kthvalue(d - rank + 1).values
             assert int((flat[t] >= got[t]).sum()) >= rank > int((flat[t] > got[t]).sum())
+
+
+def _bin_of(value: torch.Tensor) -> int:
+    return int(value.float().reshape(1).view(torch.int32) >> 16)
+
+
+@pytest.mark.parametrize("rank", [1, 100, 777, 1000, 1049])
+def test_a_watched_window_resolves_the_threshold_in_the_first_pass(rank):
+    """Specialist 0 watches a window around its threshold's bin (no second pass needed for it), specialist 1
+    one that misses it (resolved by the second pass as before): both exact, and only one second pass runs."""
+    gen = torch.Generator().manual_seed(rank)
+    chunks = _chunks(gen)
+    flat = torch.cat([c.reshape(2, -1) for c in chunks], 1).abs()
+    d = flat.shape[1]
+    want = [flat[t].kthvalue(d - rank + 1).values for t in range(2)]
+    b0, b1 = _bin_of(want[0]), _bin_of(want[1])
+    acc = GlobalThreshold(2)
+    acc.watch([(max(b0 - 2, 0), b0 + 1), (b1 + 1, b1 + 3)])
+    for c in chunks:
+        acc.first_pass(c)
+    acc.choose([rank, rank])
+    assert acc.needs_second_pass
+    second = []
+    for c in chunks:
+        second.append(c)
+        acc.second_pass(c)
+    assert acc.thresholds().tolist() == [float(w) for w in want]
+
+    both = GlobalThreshold(2)
+    both.watch([(b0, b0), (max(b1 - 3, 0), b1 + 3)])
+    for c in chunks:
+        both.first_pass(c)
+    both.choose([rank, rank])
+    assert not both.needs_second_pass
+    assert both.thresholds().tolist() == [float(w) for w in want]
+
+
+def test_windows_too_wide_or_out_of_range_are_not_watched():
+    acc = GlobalThreshold(3)
+    acc.watch([(0, 100), (-1, 2), None])
+    gen = torch.Generator().manual_seed(0)
+    for c in _chunks(gen)[:2]:
+        acc.first_pass(c[:1].expand(3, *c.shape[1:]))
+    acc.choose([50, 50, 50])
+    assert acc.needs_second_pass

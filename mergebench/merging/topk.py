@@ -4,6 +4,11 @@ Non-negative fp32 values order exactly like their bit patterns read as int32. A 
 high 16 bits of every |τ| (32768 bins, since the sign bit is 0); the bin holding the k-th largest is
 then resolved by a second pass that counts the low 16 bits of the entries in that bin alone. Memory is
 two small histograms per specialist; the answer is the exact float the full sort would give.
+
+The second pass reads the whole model again. When a sample has told beforehand which few high bins the
+k-th largest will fall in (`watch`), the first pass also counts the low bits of the entries in those
+bins, and a threshold found inside them needs no second pass; outside them the second pass runs as
+before, so the result never depends on the sample.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import torch
 
 HIGH_BINS = 1 << 15
 LOW_BINS = 1 << 16
+MAX_WINDOW = 8  # high bins a watched window may span (its low-bit counts: 4 MiB per specialist)
 
 
 def _bits(tau: torch.Tensor) -> torch.Tensor:
@@ -30,6 +36,19 @@ class GlobalThreshold:
         self.ranks: list[int] | None = None
         self._bin: list[int] = []
         self._above: list[int] = []
+        self._windows: list[tuple[int, int] | None] = [None] * n_specialists
+        self._window_low: list[torch.Tensor | None] = [None] * n_specialists
+        self._resolved: list[bool] = [False] * n_specialists
+
+    def watch(self, windows: list[tuple[int, int] | None]) -> None:
+        """Before the first pass: per specialist, the high bins [first, last] (at most MAX_WINDOW of them)
+        whose entries' low bits the first pass counts too, or None."""
+        for t, window in enumerate(windows):
+            if window is None or not 0 <= window[0] <= window[1] < HIGH_BINS or window[1] - window[0] >= MAX_WINDOW:
+                continue
+            self._windows[t] = window
+            self._window_low[t] = torch.zeros((window[1] - window[0] + 1) * LOW_BINS, dtype=torch.int64,
+                                              device=self.device)
 
     @property
     def count(self) -> int:
@@ -39,7 +58,14 @@ class GlobalThreshold:
     def first_pass(self, tau: torch.Tensor) -> None:
         bits = _bits(tau)
         for t in range(bits.shape[0]):
-            self.high[t] += torch.bincount(bits[t] >> 16, minlength=HIGH_BINS)
+            high = bits[t] >> 16
+            self.high[t] += torch.bincount(high, minlength=HIGH_BINS)
+            window = self._windows[t]
+            if window is not None:
+                inside = bits[t][(high >= window[0]) & (high <= window[1])]
+                if inside.numel():
+                    self._window_low[t] += torch.bincount(inside - (window[0] << 16),
+                                                          minlength=self._window_low[t].numel())
 
     def choose(self, ranks: list[int]) -> None:
         """After the first pass: locate, per specialist, the high bin that holds its rank-th largest."""
@@ -54,15 +80,19 @@ class GlobalThreshold:
             b = int((counts >= rank).nonzero().max())
             self._bin.append(b)
             self._above.append(int(counts[b + 1]) if b + 1 < HIGH_BINS else 0)
+            window = self._windows[t]
+            if window is not None and window[0] <= b <= window[1]:  # the first pass counted its low bits
+                self.low[t] = self._window_low[t].view(-1, LOW_BINS)[b - window[0]]
+                self._resolved[t] = True
 
     @property
     def needs_second_pass(self) -> bool:
-        return any(b >= 0 for b in self._bin)
+        return any(b >= 0 and not done for b, done in zip(self._bin, self._resolved, strict=True))
 
     def second_pass(self, tau: torch.Tensor) -> None:
         bits = _bits(tau)
         for t, b in enumerate(self._bin):
-            if b < 0:
+            if b < 0 or self._resolved[t]:
                 continue
             row = bits[t]
             inside = row[(row >> 16) == b]
@@ -87,11 +117,14 @@ class GlobalThreshold:
 
 def streamed_thresholds(parts: Callable[[], Iterable[tuple[int, torch.Tensor]]], rows: int, rank: Callable[[int], int],
                         device: torch.device | str, progress: Callable[[str, int, int], None], total: int,
-                        phase: str = "thresholds") -> torch.Tensor:
+                        phase: str = "thresholds", windows: list[tuple[int, int] | None] | None = None) -> torch.Tensor:
     """Per row, the exact rank(d)-th largest |value| over everything `parts()` yields: (index of the tensor
     the part belongs to, then a [rows, ...] part), read once, and a second time where the rank's bin needs
-    it. `progress(phase, tensors done, total)` follows both passes."""
+    it and lies outside the row's watched `windows`. `progress(phase, tensors done, total)` follows both
+    passes."""
     acc = GlobalThreshold(rows, device)
+    if windows is not None:
+        acc.watch(windows)
     for i, values in parts():
         acc.first_pass(values)
         progress(f"{phase} 1/2", i + 1, total)
