@@ -85,3 +85,12 @@ def test_the_merging_core_has_no_import_cycle():
 def test_the_cycle_finder_finds_one():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set(), "c": {"a"}}) is None
+
+
+def test_only_the_executors_build_on_the_streaming_engine():
+    """Mask training and the global passes start from the validated merge plan and the task-vector
+    source, not from a whole Merger built to write nowhere."""
+    graph = module_graph("merging")
+    users = sorted(m for m, deps in graph.items() if "mergebench.merging.engine" in deps)
+    assert users == ["mergebench.merging.regmean_pp", "mergebench.merging.run"], users
+    assert "mergebench.merging.plan" in graph["mergebench.merging.masks"]

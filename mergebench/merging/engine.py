@@ -25,15 +25,12 @@ from mergebench.merging.checkpoint import Checkpoint
 from mergebench.merging.device import resolve_device
 from mergebench.merging.fingerprint import fingerprint
 from mergebench.merging.methods import MethodSpec, TensorContext, get_method
-from mergebench.merging.selection import merged_names, natural_key, threshold_names
-from mergebench.merging.source import TaskVectorSource
+from mergebench.merging.plan import MergePlan, extra_rows_ok
+from mergebench.merging.selection import natural_key
 from mergebench.merging.stats_store import CONFIG_FIELDS, StatsStore
 from mergebench.merging.thresholds import global_thresholds
 from mergebench.merging.writer import ShardedWriter, parse_size
 
-# config.json fields that must agree between base and specialists (vocab_size may differ).
-ARCH_FIELDS = ("model_type", "architectures", "hidden_size", "num_hidden_layers", "intermediate_size",
-               "num_attention_heads", "num_key_value_heads", "head_dim")
 DTYPE_BY_NAME = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
                  "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
 
@@ -94,35 +91,15 @@ class Merger:
         if self.out.exists() and not job.force:
             raise MergeBenchError(f"{self.out}: output directory already exists (use --force to replace it)")
         self.device = resolve_device(job.device)
-        self.base = Checkpoint(job.base, label="base")
-        labels = job.labels or [None] * len(job.experts)
-        if len(labels) != len(job.experts):
-            raise MergeBenchError(f"{len(labels)} labels given for {len(job.experts)} specialists")
-        self.experts = [Checkpoint(e, label=lab) for e, lab in zip(job.experts, labels, strict=True)]
-        self._dedupe_labels()
-        self.source = TaskVectorSource(self.base, self.experts, self.device)
+        self.plan = MergePlan.build(self.spec, self.hp, job.base, job.experts, job.labels, job.include, job.exclude,
+                                    self.device)
+        self.base, self.experts, self.source = self.plan.base, self.plan.experts, self.plan.source
+        self.names, self.merged, self.ranked = self.plan.names, self.plan.merged, self.plan.ranked
         self.out_dtype = self._out_dtype()
-        self.names = sorted(self.base.tensors, key=natural_key)
-        self.merged = merged_names(self.names, job.include, job.exclude)
-        if not self.merged:
-            raise MergeBenchError("the include/exclude patterns select no tensor of the base model")
-        self._check_architecture()
-        self.ranked = (threshold_names(self.names, self.merged, self.hp.get("threshold_set", "reference"))
-                       if self.spec.uses_global_threshold(self.hp) else [])
-        self._check_tensors(sorted(set(self.merged) | set(self.ranked)))
         self.stores, self.stat_names = self._open_stats()
         self.data, self.samples = self._load_data()
 
     # --- validation ---------------------------------------------------------------------------------
-    def _dedupe_labels(self) -> None:
-        seen: dict[str, int] = {}
-        for e in self.experts:
-            if e.label in seen:
-                seen[e.label] += 1
-                e.label = f"{e.label}#{seen[e.label]}"
-            else:
-                seen[e.label] = 0
-
     def _out_dtype(self) -> torch.dtype | None:
         if self.job.out_dtype is None:
             return None
@@ -132,26 +109,6 @@ class Merger:
             raise MergeBenchError(
                 f"--out-dtype {self.job.out_dtype!r}: expected one of bfloat16, float16, float32"
             ) from None
-
-    def _check_architecture(self) -> None:
-        for e in self.experts:
-            for key in ARCH_FIELDS:
-                if self.base.config.get(key) != e.config.get(key):
-                    raise MergeBenchError(
-                        f"{e.path}: architecture differs from the base ({key} = {e.config.get(key)!r}, "
-                        f"base has {self.base.config.get(key)!r})"
-                    )
-
-    def _check_tensors(self, names: list[str]) -> None:
-        for e in self.experts:
-            for name in names:
-                info = e.tensors.get(name)
-                if info is None:
-                    raise MergeBenchError(f"{e.path}: tensor {name} is missing (the base has it)")
-                want = self.base.tensors[name].shape
-                if info.shape != want and not _extra_rows_ok(name, info.shape, want):
-                    raise MergeBenchError(f"{e.path}: tensor {name} has shape {list(info.shape)}, "
-                                          f"the base has {list(want)}")
 
     def _open_stats(self) -> tuple[list[StatsStore], set[str]]:
         """Open and validate one statistics store per specialist before anything is written."""
@@ -191,7 +148,7 @@ class Merger:
                 if shape is None:
                     raise MergeBenchError(f"{store.file}: no {kind} statistics for tensor {name} "
                                           f"(computed for another model or an incomplete pass?)")
-                if tuple(shape) != tuple(want) and not (kind == "fisher" and _extra_rows_ok(name, shape, want)):
+                if tuple(shape) != tuple(want) and not (kind == "fisher" and extra_rows_ok(name, shape, want)):
                     raise MergeBenchError(f"{store.file}: {kind} statistics of {name} have shape {list(shape)}, "
                                           f"expected {list(want)}")
                 dtype = store.infos[store.key(name)].dtype
@@ -394,8 +351,3 @@ def _same_weights(recorded: dict[str, str], ckpt: Checkpoint) -> bool:
     comparable = all(recorded[n].split(":")[0] == mine[n].split(":")[0] for n in mine)
     return not comparable or recorded == mine
 
-
-def _extra_rows_ok(name: str, have: tuple[int, ...], want: tuple[int, ...]) -> bool:
-    """A specialist's embedding or lm_head may carry extra vocabulary rows; the base's rows are used."""
-    vocab_tensor = "embed" in name or name.startswith("lm_head")
-    return vocab_tensor and len(have) == len(want) and have[1:] == want[1:] and have[0] >= want[0]

@@ -24,7 +24,6 @@ tensor from the memory-mapped checkpoints whenever they are needed.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -75,15 +74,16 @@ def train_masks(base: Checkpoint, specialist: Checkpoint, encoded: list[tuple[li
                 progress: ProgressFn | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Train one specialist's masks; returns (bool mask per merged tensor, on the CPU; what to record)."""
     from mergebench.merging.datapass import load_model, pad_batch
-    from mergebench.merging.engine import MergeJob, Merger
+    from mergebench.merging.methods.localize_stitch import LOCALIZE_STITCH
+    from mergebench.merging.plan import MergePlan
+    from mergebench.merging.thresholds import global_thresholds
 
-    # The engine reads θ0 and τ exactly as a merge does, checks that base and specialist match, and finds
-    # the dataless threshold; it writes nothing (run() is never called).
-    engine = Merger(MergeJob("localize_stitch", str(base.path), [str(specialist.path)], out=os.devnull,
-                             settings={"sparsity": hp["sparsity"], "threshold_set": hp["threshold_set"]},
-                             device=str(device), force=True))
-    names = engine.merged
-    threshold = engine.thresholds()
+    # The merge's own validated inputs: θ0 and τ read exactly as a merge reads them, base and specialist
+    # checked against each other, and the tensors the dataless threshold ranks.
+    settings = LOCALIZE_STITCH.settings({"sparsity": hp["sparsity"], "threshold_set": hp["threshold_set"]})
+    plan = MergePlan.build(LOCALIZE_STITCH, settings, str(base.path), [str(specialist.path)], device=device)
+    names = plan.merged
+    threshold = global_thresholds(plan.source, plan.ranked, LOCALIZE_STITCH, settings)
     model = load_model(base.path, device)
     params = dict(model.named_parameters())
     missing = [n for n in names if n not in params]
@@ -94,7 +94,7 @@ def train_masks(base: Checkpoint, specialist: Checkpoint, encoded: list[tuple[li
         p.requires_grad_(False)
     logits: dict[str, torch.Tensor] = {}
     for name in names:
-        inside = threshold_mask(engine.source.task_vectors(name)[1], threshold)[0]
+        inside = threshold_mask(plan.source.task_vectors(name)[1], threshold)[0]
         logits[name] = torch.where(inside, hp["sigmoid_bias"], -hp["sigmoid_bias"]).float()
         params[name].requires_grad_(True)
     initial = {n: s > 0 for n, s in logits.items()}
@@ -107,7 +107,7 @@ def train_masks(base: Checkpoint, specialist: Checkpoint, encoded: list[tuple[li
     for epoch in range(hp["epochs"]):
         with torch.no_grad():
             for name in names:
-                theta0, tau = engine.source.task_vectors(name)
+                theta0, tau = plan.source.task_vectors(name)
                 params[name].copy_(theta0 + torch.sigmoid(logits[name]) * tau[0])
                 params[name].grad = None
         total = 0.0
@@ -128,7 +128,7 @@ def train_masks(base: Checkpoint, specialist: Checkpoint, encoded: list[tuple[li
                 s = logits[name]
                 slope = torch.sigmoid(s) * (1 - torch.sigmoid(s))
                 grad = params[name].grad
-                grad = engine.source.task_vectors(name)[1][0] * (grad if grad is not None else 0.0) + hp["l1"]
+                grad = plan.source.task_vectors(name)[1][0] * (grad if grad is not None else 0.0) + hp["l1"]
                 s -= hp["lr"] * grad * slope
     masks = {n: (s > 0).cpu().contiguous() for n, s in logits.items()}
     kept = sum(int(m.sum()) for m in masks.values())
@@ -136,7 +136,7 @@ def train_masks(base: Checkpoint, specialist: Checkpoint, encoded: list[tuple[li
     record = {
         "masked_tensors": len(names),
         "masked_entries": entries,
-        "ranked_entries": sum(engine.base.tensors[n].numel for n in engine.ranked),
+        "ranked_entries": sum(plan.base.tensors[n].numel for n in plan.ranked),
         "initial_threshold": float(threshold[0]),
         "kept_initial": sum(int(m.sum()) for m in initial.values()),
         "kept": kept,
