@@ -8,7 +8,6 @@ place only after the last byte and the manifest are written.
 from __future__ import annotations
 
 import json
-import re
 import resource
 import sys
 import time
@@ -27,7 +26,7 @@ from mergebench.merging.fingerprint import fingerprint
 from mergebench.merging.methods import MethodSpec, TensorContext, get_method
 from mergebench.merging.plan import MergePlan, extra_rows_ok
 from mergebench.merging.selection import natural_key
-from mergebench.merging.stats_store import CONFIG_FIELDS, StatsStore
+from mergebench.merging.stats_store import CONFIG_FIELDS, FISHER, KINDS, StatsKind, StatsStore
 from mergebench.merging.thresholds import global_thresholds
 from mergebench.merging.writer import ShardedWriter, parse_size
 
@@ -110,51 +109,56 @@ class Merger:
                 f"--out-dtype {self.job.out_dtype!r}: expected one of bfloat16, float16, float32"
             ) from None
 
+    def _stats_kind(self) -> StatsKind | None:
+        name = self.spec.stats_for(self.hp)
+        if name is None:
+            return None
+        if name not in KINDS:
+            raise MergeBenchError(f"method {self.spec.name} reads statistics of kind {name!r}; the kit makes "
+                                  f"{', '.join(KINDS)}")
+        return KINDS[name]
+
     def _open_stats(self) -> tuple[list[StatsStore], set[str]]:
         """Open and validate one statistics store per specialist before anything is written."""
-        kind = self.spec.stats_for(self.hp)
+        kind = self.stats_kind = self._stats_kind()
         if kind is None:
             if self.job.stats:
                 raise MergeBenchError(f"method {self.spec.name} uses no statistics; drop --stats")
             return [], set()
         if len(self.job.stats) != len(self.experts):
             raise MergeBenchError(
-                f"method {self.spec.name} needs {kind} statistics for each specialist: {len(self.job.stats)} "
-                f"--stats given for {len(self.experts)} --expert (make them with `mergebench stats --kind {kind}`)")
-        if kind == "gram":  # the linear layers of the decoder: 2-D tensors inside `layers.N.`
-            needed = {n for n in self.merged
-                      if re.search(r"(^|\.)layers\.\d+\.", n) and len(self.base.tensors[n].shape) == 2}
-        else:
-            needed = set(self.merged)
+                f"method {self.spec.name} needs {kind.name} statistics for each specialist: {len(self.job.stats)} "
+                f"--stats given for {len(self.experts)} --expert (make them with `mergebench stats --kind {kind.name}`)")
+        needed = kind.needed(self.merged, {n: self.base.tensors[n].shape for n in self.merged})
         stores = []
         for expert, path in zip(self.experts, self.job.stats, strict=True):
             store = StatsStore(path)
-            if store.kind != kind:
+            if store.kind != kind.name:
                 raise MergeBenchError(f"{store.path}: holds {store.kind} statistics; method {self.spec.name} "
-                                      f"needs {kind} (`mergebench stats --kind {kind}`)")
+                                      f"needs {kind.name} (`mergebench stats --kind {kind.name}`)")
             self._check_stats_model(store, expert)
-            if kind == "mask":
+            if kind.needs_base:
                 self._check_mask_base(store)
             mean = store.manifest.get("mean")
-            if kind == "fisher" and not self.hp.get("normalize") and mean is not None and mean < self.hp["epsilon"]:
+            if kind is FISHER and not self.hp.get("normalize") and mean is not None and mean < self.hp["epsilon"]:
                 warnings.warn(f"{store.path}: the mean Fisher value {mean:.3g} is below epsilon "
                               f"{self.hp['epsilon']:g}, so most entries are floored and the merge tends to the "
                               "plain average; consider --set normalize=true or a smaller epsilon",
                               RuntimeWarning, stacklevel=2)
             for name in sorted(needed, key=natural_key):
                 shape = store.shape(name)
-                want = self.base.tensors[name].shape
-                want = (want[1], want[1]) if kind == "gram" else want
+                want = kind.expected_shape(self.base.tensors[name].shape)
                 if shape is None:
-                    raise MergeBenchError(f"{store.file}: no {kind} statistics for tensor {name} "
+                    raise MergeBenchError(f"{store.file}: no {kind.name} statistics for tensor {name} "
                                           f"(computed for another model or an incomplete pass?)")
-                if tuple(shape) != tuple(want) and not (kind == "fisher" and extra_rows_ok(name, shape, want)):
-                    raise MergeBenchError(f"{store.file}: {kind} statistics of {name} have shape {list(shape)}, "
-                                          f"expected {list(want)}")
+                if tuple(shape) != tuple(want) and not (kind.extra_rows and extra_rows_ok(name, shape, want)):
+                    raise MergeBenchError(f"{store.file}: {kind.name} statistics of {name} have shape "
+                                          f"{list(shape)}, expected {list(want)}")
                 dtype = store.infos[store.key(name)].dtype
-                if kind == "mask" and dtype not in (torch.bool, torch.uint8):
-                    raise MergeBenchError(f"{store.file}: the mask of {name} is {str(dtype).replace('torch.', '')}, "
-                                          "expected bool or uint8")
+                if kind.stored is not None and dtype not in kind.stored:
+                    allowed = " or ".join(str(d).replace("torch.", "") for d in kind.stored)
+                    raise MergeBenchError(f"{store.file}: the {kind.name} of {name} is "
+                                          f"{str(dtype).replace('torch.', '')}, expected {allowed}")
             stores.append(store)
         return stores, needed
 
@@ -291,9 +295,8 @@ class Merger:
                             offset=self.source.first(name, block))
         if name in self.stat_names:
             rows = block or (0, self.base.tensors[name].shape[0])
-            kind = self.spec.stats_for(self.hp)
-            dtype = torch.bool if kind == "mask" else torch.float32
-            ctx.stats = [s.read(name, self.device, dtype, rows=None if kind == "gram" else rows) for s in self.stores]
+            kind = self.stats_kind
+            ctx.stats = [s.read(name, self.device, kind.dtype, rows=None if kind.square else rows) for s in self.stores]
             ctx.stats_meta = [s.manifest for s in self.stores]
         return ctx
 

@@ -50,7 +50,7 @@ from mergebench.merging.datapass import (
 )
 from mergebench.merging.device import resolve_device
 from mergebench.merging.fingerprint import fingerprint
-from mergebench.merging.stats_store import CONFIG_FIELDS, FILES, KINDS, write_stats
+from mergebench.merging.stats_store import CONFIG_FIELDS, KINDS, write_stats
 
 FISHER_VARIANT = ("empirical diagonal Fisher: mean over samples of the squared gradient of the sample's mean "
                   "next-token NLL over its response tokens")
@@ -218,7 +218,7 @@ def compute_stats(job: StatsJob | None = None, progress: ProgressFn | None = Non
 
     manifest.update(kit_version=__version__, device=str(device), torch=torch.__version__,
                     seconds=round(time.time() - start, 3), finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    write_stats(out, FILES[job.kind], {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, manifest)
+    write_stats(out, KINDS[job.kind].file, {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, manifest)
     return StatsResult(out, len(samples), manifest["tokens"], time.time() - start, manifest)
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,34 @@ import torch
 
 from mergebench.errors import MergeBenchError
 
-KINDS = ("gram", "fisher", "mask")
-FILES = {"gram": "grams.safetensors", "fisher": "fisher.safetensors", "mask": "masks.safetensors"}
+
+@dataclass(frozen=True)
+class StatsKind:
+    """One kind of per-specialist statistics: its file, and what a merge reads of it and checks."""
+
+    name: str
+    file: str
+    dtype: torch.dtype  # as a merge reads it
+    square: bool  # one [in, in] matrix per linear layer of the decoder (a Gram), else one value per weight entry
+    extra_rows: bool  # per-entry statistics of a specialist with extra vocabulary rows keep them
+    needs_base: bool  # computed against the base model (masks select entries of τ = specialist − base)
+    stored: tuple[torch.dtype, ...] | None = None  # dtypes the file may hold (None: any)
+
+    def needed(self, merged: list[str], shapes: dict[str, tuple[int, ...]]) -> set[str]:
+        """The merged tensors this kind must cover: a Gram for each 2-D tensor inside `layers.N.`."""
+        if not self.square:
+            return set(merged)
+        return {n for n in merged if re.search(r"(^|\.)layers\.\d+\.", n) and len(shapes[n]) == 2}
+
+    def expected_shape(self, tensor_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (tensor_shape[1], tensor_shape[1]) if self.square else tuple(tensor_shape)
+
+
+GRAM = StatsKind("gram", "grams.safetensors", torch.float32, square=True, extra_rows=False, needs_base=False)
+FISHER = StatsKind("fisher", "fisher.safetensors", torch.float32, square=False, extra_rows=True, needs_base=False)
+MASK = StatsKind("mask", "masks.safetensors", torch.bool, square=False, extra_rows=False, needs_base=True,
+                 stored=(torch.bool, torch.uint8))
+KINDS: dict[str, StatsKind] = {k.name: k for k in (GRAM, FISHER, MASK)}
 MANIFEST = "stats_manifest.json"
 # config.json fields that identify an architecture; statistics must come from a model that matches.
 CONFIG_FIELDS = ("model_type", "architectures", "hidden_size", "num_hidden_layers", "intermediate_size",
@@ -52,7 +80,7 @@ class StatsStore:
         try:
             self.manifest = json.loads(mf.read_text())
             self.kind = self.manifest["kind"]
-            self.file = self.path / FILES[self.kind]
+            self.file = self.path / KINDS[self.kind].file
         except (json.JSONDecodeError, KeyError, TypeError):
             raise MergeBenchError(f"{mf}: invalid statistics manifest") from None
         if not self.file.is_file():
