@@ -138,3 +138,16 @@ def test_a_plugin_named_like_a_builtin_is_refused_by_the_plan(installed, tmp_pat
                                         "SOUP = dataclasses.replace(MEDIAN, name='soup')\n")
     with pytest.raises(MergeBenchError, match=r"method 'clash:SOUP': the plug-in is named 'soup'"):
         build_plan("tiny", ["clash:SOUP"])
+
+
+def test_a_plugin_asking_for_statistics_the_kit_cannot_make_is_refused(families, tmp_path, monkeypatch):
+    (tmp_path / "odd_stats.py").write_text(textwrap.dedent('''
+        from mergebench.merging.methods import MethodSpec
+        ODD = MethodSpec("odd", "reads statistics nobody makes", lambda tau, ctx, hp: tau.sum(0), stats_kind="hessian")
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    base, experts = families["llama"]
+    with pytest.raises(MergeBenchError, match=r"^method odd reads statistics of kind 'hessian'; the kit makes "
+                                              r"gram, fisher, mask$"):
+        merge(MergeJob("odd_stats:ODD", str(base), [str(e) for e in experts], str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists()
