@@ -84,6 +84,7 @@ class Merger:
         if job.compat == "reference" and self.spec.reference_variant is not None:
             self.spec = self.spec.reference_variant  # the reference code's defects, on request
         self.hp = self.spec.settings(job.settings)
+        self.needs = self.spec.needs(self.hp)
         if not job.experts:
             raise MergeBenchError("no specialists given (use --expert PATH, once per specialist)")
         self.out = Path(job.out).expanduser()
@@ -110,7 +111,7 @@ class Merger:
             ) from None
 
     def _stats_kind(self) -> StatsKind | None:
-        name = self.spec.stats_for(self.hp)
+        name = self.needs.stats
         if name is None:
             return None
         if name not in KINDS:
@@ -169,7 +170,7 @@ class Merger:
 
         if self.job.compat not in COMPAT_MODES:
             raise MergeBenchError(f"compatibility mode {self.job.compat!r}: expected one of {', '.join(COMPAT_MODES)}")
-        if not self.spec.needs_data:
+        if not self.needs.data:
             if self.job.data:
                 raise MergeBenchError(f"method {self.spec.name} reads no validation data; drop --data")
             return [], []
@@ -214,14 +215,14 @@ class Merger:
         return global_thresholds(self.source, self.ranked, self.spec, self.hp, self.progress)
 
     def blocks(self, name: str) -> list:
-        return self.source.blocks(name, self.spec.is_elementwise(self.hp))
+        return self.source.blocks(name, self.needs.elementwise)
 
     def run(self) -> MergeResult:
         start = time.time()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         thresholds = self.thresholds() if self.ranked else None
-        global_sign = self.spec.with_sign is not None and thresholds is not None
+        global_sign = self.needs.sign_election and thresholds is not None
         layout = [(n, self.dtype_for(n), self.base.tensors[n].shape) for n in self.names]
         writer = ShardedWriter(self.out, layout, parse_size(self.job.max_shard_size))
         merged_set = set(self.merged)

@@ -50,8 +50,8 @@ class MergePlan:
         if not merged:
             raise MergeBenchError("the include/exclude patterns select no tensor of the base model")
         _check_architecture(base_ckpt, expert_ckpts)
-        ranked = (threshold_names(names, merged, hp.get("threshold_set", "reference"))
-                  if spec.uses_global_threshold(hp) else [])
+        needs = spec.needs(hp)
+        ranked = threshold_names(names, merged, needs.threshold_set) if needs.global_threshold else []
         _check_tensors(base_ckpt, expert_ckpts, sorted(set(merged) | set(ranked)))
         return cls(base_ckpt, expert_ckpts, TaskVectorSource(base_ckpt, expert_ckpts, device), names, merged, ranked)
 

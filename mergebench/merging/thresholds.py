@@ -29,7 +29,7 @@ def global_thresholds(source: TaskVectorSource, ranked: list[str], spec: MethodS
                       progress: ProgressFn | None = None) -> torch.Tensor:
     """Per specialist, the magnitude of its k-th largest |τ| entry over the `ranked` tensors, k from the
     method's `global_rank` of the total entry count."""
-    elementwise = spec.is_elementwise(hp)
+    elementwise = spec.needs(hp).elementwise
 
     def parts():
         for i, name in enumerate(ranked):

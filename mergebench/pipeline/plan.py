@@ -85,7 +85,8 @@ def plugin_method(name: str) -> SuiteMethod:
         raise MergeBenchError(f"method {name!r}: the plug-in is named {spec.name!r}, like a built-in method; "
                               "give its MethodSpec another name")
     hp = spec.settings({})
-    return SuiteMethod(spec.name, name, {}, stats=spec.stats_for(hp), data=spec.needs_data)
+    needs = spec.needs(hp)
+    return SuiteMethod(spec.name, name, {}, stats=needs.stats, data=needs.data)
 
 
 def _merge_and_stats(plan: Plan, suite: tuple[SuiteMethod, ...], family: str, samples: int, gpus: int) -> list[str]:

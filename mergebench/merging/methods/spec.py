@@ -125,17 +125,27 @@ class MethodSpec:
             self.check(set(given), hp)
         return hp
 
-    def stats_for(self, hp: dict[str, Any]) -> str | None:
-        """The statistics kind the method reads under these settings (None: it reads none)."""
-        return self.stats_kind(hp) if callable(self.stats_kind) else self.stats_kind
+    def needs(self, hp: dict[str, Any]) -> Needs:
+        """What the engine must prepare for this method under these settings: the one place that reads
+        the settings which shape a merge's passes (`scope`, `threshold_set`) by name."""
+        stats = self.stats_kind(hp) if callable(self.stats_kind) else self.stats_kind
+        elementwise = self.elementwise(hp) if callable(self.elementwise) else bool(self.elementwise)
+        return Needs(global_threshold=(self.global_rank is not None and hp.get("scope", "global") == "global"
+                                       and stats is None),  # masks read from statistics need no threshold pass
+                     threshold_set=hp.get("threshold_set", "reference"), sign_election=self.with_sign is not None,
+                     stats=stats, data=self.needs_data, elementwise=elementwise)
 
-    def is_elementwise(self, hp: dict[str, Any]) -> bool:
-        return self.elementwise(hp) if callable(self.elementwise) else bool(self.elementwise)
 
-    def uses_global_threshold(self, hp: dict[str, Any]) -> bool:
-        """A method that reads its masks from statistics needs no threshold pass."""
-        return (self.global_rank is not None and hp.get("scope", "global") == "global"
-                and self.stats_for(hp) is None)
+@dataclass(frozen=True)
+class Needs:
+    """What one merge prepares for its method, decided from the method's declaration and settings."""
+
+    global_threshold: bool  # one |τ| threshold per specialist over the ranked tensors (global_rank)
+    threshold_set: str  # the tensors it ranks: "reference" (every tensor without 'embed') or "merged"
+    sign_election: bool  # a majority sign summed over the whole parameter set (with_sign)
+    stats: str | None  # the statistics kind read, one store per specialist (`--stats`)
+    data: bool  # validation data run through the models while merging (`--data`)
+    elementwise: bool  # large tensors may be merged a block of rows at a time
 
 
 def check_settings(owner: str, params: tuple[Param, ...], given: dict[str, Any]) -> dict[str, Any]:
