@@ -63,9 +63,9 @@ class GlobalThreshold:
             window = self._windows[t]
             if window is not None:
                 inside = bits[t][(high >= window[0]) & (high <= window[1])]
-                if inside.numel():  # a few percent of the entries: added in place, no window-sized temporary
-                    self._window_low[t].index_add_(0, (inside - (window[0] << 16)).long(),
-                                                   torch.ones(inside.numel(), dtype=torch.int64, device=self.device))
+                if inside.numel():  # counted up to the largest key only: narrow when the entries sit low
+                    counts = torch.bincount(inside - (window[0] << 16))
+                    self._window_low[t][: counts.numel()] += counts
 
     def choose(self, ranks: list[int]) -> None:
         """After the first pass: locate, per specialist, the high bin that holds its rank-th largest."""
