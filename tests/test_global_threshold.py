@@ -76,11 +76,22 @@ def test_a_watched_window_resolves_the_threshold_in_the_first_pass(rank):
     assert both.thresholds().tolist() == [float(w) for w in want]
 
 
-def test_windows_too_wide_or_out_of_range_are_not_watched():
-    acc = GlobalThreshold(3)
-    acc.watch([(0, 100), (-1, 2), None])
+@pytest.mark.parametrize("offsets", [(-4, 4), (0, None)], ids=["too-wide", "out-of-range"])
+def test_windows_too_wide_or_out_of_range_are_not_watched(offsets):
+    """A window that holds the threshold's bin but is wider than MAX_WINDOW, or reaches past the last bin,
+    is ignored: the second pass still runs."""
+    from mergebench.merging.topk import HIGH_BINS, MAX_WINDOW
+
     gen = torch.Generator().manual_seed(0)
-    for c in _chunks(gen)[:2]:
-        acc.first_pass(c[:1].expand(3, *c.shape[1:]))
-    acc.choose([50, 50, 50])
+    chunks = [c[:1] for c in _chunks(gen)]
+    flat = torch.cat([c.reshape(1, -1) for c in chunks], 1).abs()
+    rank = 100
+    b = _bin_of(flat[0].kthvalue(flat.shape[1] - rank + 1).values)
+    low, high = offsets
+    window = (b + low * MAX_WINDOW, b + high * MAX_WINDOW) if high is not None else (b, HIGH_BINS)
+    acc = GlobalThreshold(1)
+    acc.watch([window])
+    for c in chunks:
+        acc.first_pass(c)
+    acc.choose([rank])
     assert acc.needs_second_pass
