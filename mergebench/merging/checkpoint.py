@@ -7,10 +7,12 @@ few tensors whatever the model size (a whole-file mmap would count every page ev
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,24 +99,35 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     return infos, metadata
 
 
-def read_range(info: TensorInfo, out: torch.Tensor, first: int = 0) -> torch.Tensor:
-    """Copy `out.numel()` elements of the tensor `info` describes, from element `first` on, into `out`
-    (converting on the fly). Only that byte range is memory-mapped, and only while it is copied, so
-    resident memory does not grow with the file."""
-    count = out.numel()
+@contextlib.contextmanager
+def mapped_range(info: TensorInfo, first: int, count: int) -> Iterator[torch.Tensor]:
+    """A flat CPU tensor of `count` elements of the tensor `info` describes, from element `first` on,
+    viewing the file's pages (copy-on-write: writes never reach the file) while the block runs. Only that
+    byte range is mapped, and only for that long, so resident memory does not grow with the file."""
     if count == 0:
-        return out
+        yield torch.empty(0, dtype=info.dtype)
+        return
     start = info.start + first * torch.empty((), dtype=info.dtype).element_size()
     page = mmap.ALLOCATIONGRANULARITY
     offset = start - start % page
     with open(info.file, "rb") as f:
         mm = mmap.mmap(f.fileno(), info.end - offset, access=mmap.ACCESS_COPY, offset=offset)
     try:
-        view = torch.frombuffer(mm, dtype=info.dtype, offset=start - offset, count=count)
-        out.view(-1).copy_(view)
-        del view
+        yield torch.frombuffer(mm, dtype=info.dtype, offset=start - offset, count=count)
     finally:
-        mm.close()
+        try:
+            mm.close()
+        except BufferError:  # the caller still holds a view: the pages are unmapped when it goes
+            pass
+
+
+def read_range(info: TensorInfo, out: torch.Tensor, first: int = 0) -> torch.Tensor:
+    """Copy `out.numel()` elements of the tensor `info` describes, from element `first` on, into `out`
+    (converting on the fly)."""
+    if out.numel():
+        with mapped_range(info, first, out.numel()) as view:
+            out.view(-1).copy_(view)
+            del view  # so the map closes now
     return out
 
 

@@ -96,6 +96,9 @@ class Merger:
         self.base, self.experts, self.source = self.plan.base, self.plan.experts, self.plan.source
         self.names, self.merged, self.ranked = self.plan.names, self.plan.merged, self.plan.ranked
         self.out_dtype = self._out_dtype()
+        # base + scale·Σ τ straight from the mapped files (TaskVectorSource.scaled_sum), where declared
+        self.sum_scale = (self.spec.sum_scale(self.hp, len(self.experts))
+                          if self.spec.sum_scale is not None and self.device.type == "cpu" else None)
         self.stores, self.stat_names = self._open_stats()
         self.data, self.samples = self._load_data()
 
@@ -261,6 +264,13 @@ class Merger:
     def _merge_block(self, writer: ShardedWriter, name: str, block: tuple[int, int] | None, thresholds,
                      global_sign: bool, pending: list) -> float:
         """Merge a tensor (or a block of its rows) and write it; returns its share of the majority sign."""
+        dtype = self.dtype_for(name)
+        offset = self.source.first(name, block) * torch.empty((), dtype=dtype).element_size()
+        if self.sum_scale is not None and not global_sign:  # a scaled sum, streamed on the CPU
+            out = self.source.scaled_sum(name, block, self.sum_scale, dtype)
+            if out is not None:  # else not finite: the plain path names the culprit
+                writer.write_part(name, offset, out)
+                return 0.0
         base, tau = self.source.task_vectors(name, block)
         ctx = self.context(name, thresholds, zero_sign=1.0 if global_sign else None, block=block)
         sign_sum = 0.0
@@ -272,9 +282,7 @@ class Merger:
                 pending.append((name, idx.cpu() + self.source.first(name, block), values.cpu()))
         else:
             out = base + self.spec.fn(tau, ctx, self.hp)
-        dtype = self.dtype_for(name)
-        writer.write_part(name, self.source.first(name, block) * torch.empty((), dtype=dtype).element_size(),
-                          out.to(dtype).cpu())
+        writer.write_part(name, offset, out.to(dtype).cpu())
         return sign_sum
 
     def finish(self, writer: ShardedWriter, seconds: float, thresholds: list[float] | None,

@@ -5,6 +5,7 @@ and Localize-and-Stitch's mask training all read through it."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -13,13 +14,17 @@ import sys
 import torch
 
 from mergebench.errors import MergeBenchError
-from mergebench.merging.checkpoint import Checkpoint
+from mergebench.merging.checkpoint import Checkpoint, mapped_range
 
 # Entries per block when a large tensor is read a block of rows at a time. A block's temporaries ([T, block]
 # fp32, 20 MiB for five specialists) stay below glibc's largest mmap threshold, so with `reuse_freed_memory`
 # they come from memory the process already has instead of fresh pages the kernel must fault in and zero
 # (at 4 Mi entries that cost more than the arithmetic: 61 s of system time in a 0.5B TIES merge).
 BLOCK_ELEMENTS = 2**20
+# Entries per piece of a streamed scaled sum (scaled_sum): its three fp32 work buffers (3 MiB) stay in the
+# CPU's caches between the passes over them. Measured on a 0.5B merge (2-core EPYC, 512 KiB L2, 32 MiB
+# L3): 2**18 took 2.1 s where 2**19 took 2.8 s and the [T, block] task vectors 4.0 s.
+PIECE_ELEMENTS = 2**18
 
 Block = tuple[int, int] | None  # rows [start, end) of a tensor, or None: all of it
 
@@ -95,3 +100,33 @@ class TaskVectorSource:
                 raise MergeBenchError(f"tensor {name}: a task vector overflows fp32 (inputs are finite but too far "
                                       "apart)")
         return base, tau
+
+    def scaled_sum(self, name: str, block: Block, scale: float, dtype: torch.dtype) -> torch.Tensor | None:
+        """θ_0 + scale·Σ_t τ_t of a tensor (or a block of its rows) as `dtype`, with τ summed in
+        specialist order: the same floats as `sum_in_order(task_vectors(...)[1])·scale + base` (methods/spec.py), computed
+        straight from the mapped checkpoints a cache-sized piece at a time instead of through the [T, n]
+        task vectors (half the time on a 0.5B task-arithmetic merge). None when an input or a τ is not
+        finite: `task_vectors` then finds the culprit and says which. CPU only; a flat tensor."""
+        info = self.base.tensors[name]
+        first = self.first(name, block)
+        count = info.numel if block is None else (block[1] - block[0]) * (info.numel // info.shape[0])
+        out = torch.empty(count, dtype=dtype)  # its own: the writer keeps it until written
+        piece = min(count, PIECE_ELEMENTS)
+        b, acc, tmp = (self._buffer(role, (piece,)) for role in ("sum-base", "sum-acc", "sum-tmp"))
+        total = torch.zeros(())
+        with contextlib.ExitStack() as maps:
+            base, *experts = (maps.enter_context(mapped_range(c.tensors[name], first, count))
+                              for c in (self.base, *self.experts))
+            for lo in range(0, count, piece):
+                hi = min(lo + piece, count)
+                n = hi - lo
+                b[:n].copy_(base[lo:hi])
+                torch.sub(experts[0][lo:hi], b[:n], out=acc[:n])
+                for e in experts[1:]:
+                    torch.sub(e[lo:hi], b[:n], out=tmp[:n])
+                    acc[:n].add_(tmp[:n])
+                total += acc[:n].sum() + b[:n].sum()  # NaN and ±inf survive sums: one check per block
+                out[lo:hi].copy_(acc[:n].mul_(scale).add_(b[:n]))
+            del base, experts  # so the maps close here
+        return out if bool(torch.isfinite(total)) else None
+

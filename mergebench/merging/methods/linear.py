@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import torch
 
-from mergebench.merging.methods.spec import MethodSpec, Param, TensorContext
+from mergebench.merging.methods.spec import MethodSpec, Param, TensorContext, sum_in_order
 
 
 def soup(tau: torch.Tensor, ctx: TensorContext, *, lam: float | None = None) -> torch.Tensor:
     """θ0 + λ·Σ τ_t with λ = 1/T by default: the element-wise mean of the specialists."""
-    scale = 1.0 / tau.shape[0] if lam is None else lam
-    return tau.sum(0) * scale
+    return sum_in_order(tau) * soup_scale(lam, tau.shape[0])
+
+
+def soup_scale(lam: float | None, experts: int) -> float:
+    return 1.0 / experts if lam is None else lam
 
 
 def task_arithmetic(tau: torch.Tensor, ctx: TensorContext, *, lam: float = 0.4) -> torch.Tensor:
     """θ0 + λ·Σ τ_t."""
-    return tau.sum(0) * lam
+    return sum_in_order(tau) * lam
 
 
 LAMBDA = Param("lambda", float, 0.4, "scale of the summed task vectors", low=0.0)
@@ -28,6 +31,7 @@ SOUP = MethodSpec(
            low=0.0, optional=True),),
     reference="Wortsman et al. 2022",
     elementwise=True,
+    sum_scale=lambda hp, experts: soup_scale(hp["lambda"], experts),
 )
 TASK_ARITHMETIC = MethodSpec(
     "task_arithmetic",
@@ -36,4 +40,5 @@ TASK_ARITHMETIC = MethodSpec(
     (LAMBDA,),
     reference="Ilharco et al. 2023",
     elementwise=True,
+    sum_scale=lambda hp, experts: hp["lambda"],
 )

@@ -115,6 +115,11 @@ class MethodSpec:
     # The method's own global pass, in place of the plain one (merging/thresholds.py): called with the task
     # vector source, the ranked names, the names written back, the settings and a progress function.
     threshold_pass: Callable[..., torch.Tensor] | None = None
+    # Methods whose merged task vector is scale·Σ_t τ_t, summed in specialist order (`sum_in_order`): the
+    # scale for these settings and T specialists. On the CPU the engine then computes the merge straight
+    # from the mapped checkpoints (TaskVectorSource.scaled_sum, the same floats in half the time); `fn`
+    # still serves on GPUs and must agree.
+    sum_scale: Callable[[dict[str, Any], int], float] | None = None
     # What `--compat reference` runs instead, where the reference code's defects change this method's result.
     reference_variant: MethodSpec | None = None
 
@@ -156,6 +161,16 @@ def check_settings(owner: str, params: tuple[Param, ...], given: dict[str, Any])
             names = ", ".join(known) or "none"
             raise MergeBenchError(f"{owner}: unknown setting {key!r} (known: {names})")
     return {p.name: p.coerce(owner, given[p.name]) if p.name in given else p.default for p in params}
+
+
+def sum_in_order(tau: torch.Tensor) -> torch.Tensor:
+    """Σ_t τ_t over the first dimension, added in specialist order: one order on every machine (torch's
+    own reduction orders some entries by vector width), the order the engine's streamed sums use too
+    (TaskVectorSource.scaled_sum)."""
+    total = tau[0].clone()
+    for t in tau[1:]:
+        total += t
+    return total
 
 
 def threshold_mask(tau: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
