@@ -102,7 +102,7 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
 @contextlib.contextmanager
 def mapped_range(info: TensorInfo, first: int, count: int) -> Iterator[torch.Tensor]:
     """A flat CPU tensor of `count` elements of the tensor `info` describes, from element `first` on,
-    viewing the file's pages (copy-on-write: writes never reach the file) while the block runs. Only that
+    viewing the file's pages (copy-on-write: writes never reach the file) inside the `with`. Only that
     byte range is mapped, and only for that long, so resident memory does not grow with the file."""
     if count == 0:
         yield torch.empty(0, dtype=info.dtype)
