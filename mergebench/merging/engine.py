@@ -99,6 +99,8 @@ class Merger:
         # base + scale·Σ τ straight from the mapped files (TaskVectorSource.scaled_sum), where declared
         self.sum_scale = (self.spec.sum_scale(self.hp, len(self.experts))
                           if self.spec.sum_scale is not None and self.device.type == "cpu" else None)
+        # the sign-elected merge piece by piece from the mapped files (TaskVectorSource.pieces), where declared
+        self.sign_pieces = self.spec.with_sign_pieces if self.device.type == "cpu" else None
         self.stores, self.stat_names = self._open_stats()
         self.data, self.samples = self._load_data()
 
@@ -271,6 +273,15 @@ class Merger:
             if out is not None:  # else not finite: the plain path names the culprit
                 writer.write_part(name, offset, out)
                 return 0.0
+        if global_sign and self.sign_pieces is not None:
+            pieces = self.source.pieces(name, block)
+            out, sign_sum, idx, values = self.sign_pieces(pieces, self.context(name, thresholds, 1.0, block), self.hp,
+                                                          dtype, pieces.count, self.source.work(8, pieces.size))
+            if pieces.finite:  # else the plain path names the culprit
+                if idx.numel():
+                    pending.append((name, idx + self.source.first(name, block), values))
+                writer.write_part(name, offset, out)
+                return sign_sum
         base, tau = self.source.task_vectors(name, block)
         ctx = self.context(name, thresholds, zero_sign=1.0 if global_sign else None, block=block)
         sign_sum = 0.0

@@ -99,6 +99,11 @@ class MethodSpec:
     # returns (merged under ctx.zero_sign, this tensor's sign sum, flat indices of the entries that
     # depend on it, their merged values under the opposite sign).
     with_sign: Callable[..., tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]] | None = None
+    # with_sign computed piece by piece from the mapped checkpoints on the CPU (TaskVectorSource.pieces),
+    # called with the piece stream, the context (zero_sign +1), the settings and the output dtype; returns
+    # (θ_0 + merged as a flat tensor of that dtype, sign sum, flat indices, θ_0 + their merged values under
+    # the opposite sign): the same bytes as θ_0 + with_sign's, without forming the [T, n] task vectors.
+    with_sign_pieces: Callable[..., tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]] | None = None
     reference: str = ""
     # Which statistics the method reads, one store per specialist (`--stats`): "gram", "fisher", "mask" or
     # None, or a function of the settings giving one of those (Localize-and-Stitch reads masks only when
@@ -163,12 +168,13 @@ def check_settings(owner: str, params: tuple[Param, ...], given: dict[str, Any])
     return {p.name: p.coerce(owner, given[p.name]) if p.name in given else p.default for p in params}
 
 
-def sum_in_order(tau: torch.Tensor) -> torch.Tensor:
+def sum_in_order(tau: torch.Tensor, from_zero: bool = False) -> torch.Tensor:
     """Σ_t τ_t over the first dimension, added in specialist order: one order on every machine (torch's
     own reduction orders some entries by vector width), the order the engine's streamed sums use too
-    (TaskVectorSource.scaled_sum)."""
-    total = tau[0].clone()
-    for t in tau[1:]:
+    (TaskVectorSource.scaled_sum, TIES's pieces). `from_zero` starts from +0, as torch's sum does: a sum
+    that comes to zero is then +0 whatever the signs of its zero terms."""
+    total = torch.zeros_like(tau[0]) if from_zero else tau[0].clone()
+    for t in tau[int(not from_zero):]:
         total += t
     return total
 
