@@ -95,3 +95,33 @@ def test_windows_too_wide_or_out_of_range_are_not_watched(offsets):
         acc.first_pass(c)
     acc.choose([rank])
     assert acc.needs_second_pass
+
+
+def _windowed(chunks, windows, rank, flush=None):
+    from mergebench.merging.topk import WindowedThreshold
+
+    acc = WindowedThreshold(windows)
+    if flush is not None:
+        acc.FLUSH = flush
+    for c in chunks:
+        for t, row in enumerate(c.reshape(c.shape[0], -1)):
+            acc.add(t, row.abs().contiguous())
+    return acc.thresholds(rank)
+
+
+@pytest.mark.parametrize("rank", [1, 100, 777, 960])  # thresholds above 0 (64 of the 1049 entries are 0)
+def test_one_windowed_pass_gives_the_exact_threshold_or_none(rank):
+    """With windows that hold each threshold's bin, one pass gives exactly the global kthvalue (patterns
+    counted in several flushes or one); a window that misses for either specialist, or starts at bin 0,
+    gives None, and the plain passes decide."""
+    gen = torch.Generator().manual_seed(rank)
+    chunks = _chunks(gen)
+    flat = torch.cat([c.reshape(2, -1) for c in chunks], 1).abs()
+    d = flat.shape[1]
+    want = [float(flat[t].kthvalue(d - rank + 1).values) for t in range(2)]
+    b0, b1 = _bin_of(torch.tensor(want[0])), _bin_of(torch.tensor(want[1]))
+    for flush in (1, None):
+        assert _windowed(chunks, [(b0 - 2, b0 + 1), (b1, b1)], rank, flush).tolist() == want
+    assert _windowed(chunks, [(b0 - 2, b0 + 1), (b1 + 1, b1 + 3)], rank) is None  # above specialist 1's
+    assert _windowed(chunks, [(b0 - 3, b0 - 1), (b1, b1)], rank) is None  # below specialist 0's
+    assert _windowed(chunks, [(0, 0), (b1, b1)], rank) is None

@@ -103,7 +103,8 @@ def test_a_sum_that_overflows_is_left_to_the_plain_path(tmp_path, monkeypatch):
     assert merged[2, 5] == float("inf") and int(torch.isfinite(merged).sum()) == merged.numel() - 1
 
 
-def test_inputs_that_are_not_finite_are_named_as_before(tmp_path):
+@pytest.mark.parametrize("method", ["soup", "ties"])  # ties: its pieces (tests/test_streamed_ties.py)
+def test_inputs_that_are_not_finite_are_named_as_before(tmp_path, method):
     base = build_base("llama-tied", tmp_path / "base")
     name = "model.layers.0.self_attn.q_proj.weight"
 
@@ -113,7 +114,7 @@ def test_inputs_that_are_not_finite_are_named_as_before(tmp_path):
 
     experts = specialists(base, tmp_path, 3, torch.float32, nan)
     with pytest.raises(MergeBenchError, match=rf"^{experts[1]}: tensor {name} contains NaN or infinite values$"):
-        Merger(MergeJob("soup", str(base), [str(e) for e in experts], str(tmp_path / "out"), device="cpu")).run()
+        Merger(MergeJob(method, str(base), [str(e) for e in experts], str(tmp_path / "out"), device="cpu")).run()
     assert not (tmp_path / "out").exists()
 
 

@@ -51,6 +51,19 @@ def test_sampled_windows_skip_the_second_pass_and_change_no_byte(families, tmp_p
     assert got.manifest["majority_sign_sum"] == want.manifest["majority_sign_sum"]
 
 
+@pytest.mark.parametrize("method,hp", CASES[:2], ids=["ties-0", "ties-1"])
+def test_a_right_sample_finds_the_thresholds_in_one_windowed_pass(families, tmp_path, monkeypatch, method, hp):
+    """On the CPU the sampled windows are counted in one pass over pieces of the mapped files (no
+    histogram passes at all), with the plain passes' thresholds and bytes."""
+    _tiny_sample(monkeypatch)
+    with monkeypatch.context() as m:
+        m.setattr(thresholds, "streamed_thresholds", lambda *a, **k: pytest.fail("histogram passes ran"))
+        got = _run(families["llama"], tmp_path / "got", method, hp)
+    want = _plain(monkeypatch, families["llama"], tmp_path / "want", method, hp)
+    assert got.manifest["global_thresholds"] == want.manifest["global_thresholds"]
+    assert _bytes(got.out) == _bytes(want.out)
+
+
 def test_a_misleading_sample_only_costs_the_second_pass(families, tmp_path, monkeypatch):
     _tiny_sample(monkeypatch)
     monkeypatch.setattr(thresholds, "Z", -40.0)  # windows far from the thresholds
@@ -85,3 +98,34 @@ def test_small_models_are_not_sampled(families):
     base, experts = families["llama"]
     m = Merger(MergeJob("ties", str(base), [str(e) for e in experts], "/nonexistent/out"))
     assert thresholds.sample_windows(m.source, m.ranked, lambda d: d // 3) is None  # below 2 × SAMPLE_ENTRIES
+
+
+def test_an_input_that_is_not_finite_is_named_through_the_windowed_pass(families, tmp_path, monkeypatch):
+    """The windowed pass sees a NaN only as a sum that is not finite: the histogram passes then run and
+    name the specialist and tensor, and nothing is written."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from mergebench.errors import MergeBenchError
+
+    _tiny_sample(monkeypatch)
+    base, experts = families["llama-tied"]
+    bad = tmp_path / "bad"
+    shutil.copytree(experts[1], bad)
+    (weights,) = bad.glob("*.safetensors")
+    tensors = load_file(weights)
+    name = "model.layers.0.mlp.down_proj.weight"
+    tensors[name][1, 2] = float("nan")
+    save_file(tensors, weights, metadata={"format": "pt"})
+    clean = []  # the windows of the clean specialists: the sample itself would meet the NaN first
+    sample = thresholds.sample_windows
+    monkeypatch.setattr(thresholds, "sample_windows", lambda *a: clean[0] if clean else clean.append(sample(*a)))
+    _run(families["llama-tied"], tmp_path / "clean", "ties", {"K": 0.3})
+    assert clean[0] is not None
+    histogram = []
+    real = thresholds.streamed_thresholds
+    monkeypatch.setattr(thresholds, "streamed_thresholds", lambda *a, **k: histogram.append(1) or real(*a, **k))
+    with pytest.raises(MergeBenchError, match=rf"^{bad}: tensor {name} contains NaN or infinite values$"):
+        _run((base, [experts[0], bad, experts[2]]), tmp_path / "out", "ties", {"K": 0.3})
+    assert histogram and not (tmp_path / "out").exists()

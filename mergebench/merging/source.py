@@ -71,6 +71,10 @@ class TaskVectorSource:
         rows = max(1, BLOCK_ELEMENTS // (info.numel // info.shape[0]))
         return [(r, min(r + rows, info.shape[0])) for r in range(0, info.shape[0], rows)]
 
+    def count(self, names: list[str]) -> int:
+        """Entries in the named tensors (of the base)."""
+        return sum(self.base.tensors[n].numel for n in names)
+
     def first(self, name: str, block: Block) -> int:
         """The flat index of the block's first entry in the tensor."""
         info = self.base.tensors[name]

@@ -3,9 +3,11 @@ and Localize-and-Stitch's top-k of the whole model, not of each tensor), read th
 source in one pass, or two where the exact k-th value needs a second look (merging/topk.py).
 
 A sample of rows read first (every stride-th row of every ranked tensor, about SAMPLE_ENTRIES entries
-per specialist) says in which few histogram bins each threshold will fall; the first pass then resolves
-those bins too and the second pass is needed only where the sample was wrong, which changes nothing
-but the time."""
+per specialist) says in which few histogram bins each threshold will fall. On the CPU one pass over
+pieces of the mapped files then counts the entries above those bins and keeps the ones inside
+(`windowed_thresholds`); elsewhere, or where the sample was wrong, the histogram passes run, resolving
+the sampled bins in the first, so the second is needed only where the sample missed. The sample
+changes nothing but the time."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import torch
 
 from mergebench.merging.methods import MethodSpec
 from mergebench.merging.source import TaskVectorSource
-from mergebench.merging.topk import streamed_thresholds
+from mergebench.merging.topk import WindowedThreshold, streamed_thresholds
 
 SAMPLE_ENTRIES = 2**20  # per specialist
 Z = 6.0  # the sampled window spans this many standard errors of the sample's rank either side
@@ -36,16 +38,42 @@ def global_thresholds(source: TaskVectorSource, ranked: list[str], spec: MethodS
             for block in source.blocks(name, elementwise):
                 yield i, source.task_vectors(name, block)[1]
 
+    progress = progress or (lambda phase, done, total: None)
     windows = sample_windows(source, ranked, lambda d: spec.global_rank(hp, d))
+    if windows is not None and source.device.type == "cpu":
+        found = windowed_thresholds(source, ranked, windows, spec.global_rank(hp, source.count(ranked)), progress)
+        if found is not None:
+            return found
+        windows = None  # the sample was wrong (or an input not finite): the plain passes decide, and say why
     return streamed_thresholds(parts, len(source.experts), lambda d: spec.global_rank(hp, d), source.device,
-                               progress or (lambda phase, done, total: None), len(ranked), windows=windows)
+                               progress, len(ranked), windows=windows)
+
+
+def windowed_thresholds(source: TaskVectorSource, ranked: list[str], windows: list[tuple[int, int]], rank: int,
+                        progress: ProgressFn) -> torch.Tensor | None:
+    """The thresholds in one pass over cache-sized pieces of the mapped checkpoints (merging/topk.py's
+    WindowedThreshold), or None where a threshold lies outside its sampled window or an input is not
+    finite."""
+    acc = WindowedThreshold(windows)
+    if not acc.usable:
+        return None
+    for i, name in enumerate(ranked):
+        pieces = source.pieces(name, None)
+        (work,) = source.work(1, pieces.size)
+        for lo, hi, _, taus in pieces:
+            for t, tau in enumerate(taus):
+                acc.add(t, torch.abs(tau, out=work[: hi - lo]))
+        if not pieces.finite:
+            return None
+        progress("thresholds 1/2", i + 1, len(ranked))
+    return acc.thresholds(rank)
 
 
 def sample_windows(source: TaskVectorSource, ranked: list[str], rank_of: Callable[[int], int]
                    ) -> list[tuple[int, int]] | None:
     """Per specialist, the high histogram bins (merging/topk.py) its threshold is all but certain to fall
     in, from every stride-th row of the ranked tensors; None for a model too small to be worth sampling."""
-    total = sum(source.base.tensors[n].numel for n in ranked)
+    total = source.count(ranked)
     stride = total // SAMPLE_ENTRIES
     rank = rank_of(total)
     if stride < 2 or not 0 < rank <= total:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
+import torch.nn.functional as F
 
 HIGH_BINS = 1 << 15
 LOW_BINS = 1 << 16
@@ -134,3 +135,67 @@ def streamed_thresholds(parts: Callable[[], Iterable[tuple[int, torch.Tensor]]],
             acc.second_pass(values)
             progress(f"{phase} 2/2", i + 1, total)
     return acc.thresholds()
+
+
+def _below(bits: int) -> float:
+    """The float just below the non-negative fp32 whose bit pattern is `bits` (+inf past the finite ones)."""
+    edge = torch.tensor([min(bits, 0x7F800000)], dtype=torch.int32).view(torch.float32)
+    return float(torch.nextafter(edge, torch.zeros(1)))
+
+
+class WindowedThreshold:
+    """The exact k-th largest |τ| per specialist in a single pass, when a sample has said in which high
+    bins [first, last] each threshold falls: the pass counts the entries above each window and keeps the
+    bit patterns of those inside it (a fraction of a percent of a real model's entries); `thresholds`
+    then finds the k-th among them, or gives None where the sample was wrong and the plain passes must
+    run. No full histogram is built, and the pass is a few cache-resident float operations per piece
+    (TaskVectorSource.pieces). A window starting at bin 0 is not taken (zeros would not be kept)."""
+
+    FLUSH = 1 << 20  # kept patterns per specialist counted into the window's histogram at once
+
+    def __init__(self, windows: list[tuple[int, int]]):
+        self.windows = windows
+        self.usable = all(0 < w[0] <= w[1] < HIGH_BINS and w[1] - w[0] < MAX_WINDOW for w in windows)
+        edges = [(w[0] << 16, (w[1] + 1) << 16) for w in windows] if self.usable else []
+        # F.threshold keeps x > λ: with λ the float just below an edge, it keeps x ≥ the edge.
+        self._low = [lo for lo, _ in edges]
+        self._below_low = [_below(lo) for lo, _ in edges]
+        self._below_top = [_below(top) for _, top in edges]
+        self.above = [0] * len(windows)
+        self.inside = [0] * len(windows)
+        self._kept: list[list[torch.Tensor]] = [[] for _ in windows]
+        self._counts = [torch.zeros((w[1] - w[0] + 1) * LOW_BINS, dtype=torch.int64) for w in windows] if self.usable else []
+
+    def add(self, t: int, magnitude: torch.Tensor) -> None:
+        """Count a piece of |τ_t| (fp32, flat); nothing when the windows are not usable."""
+        if not self.usable:
+            return
+        top = F.threshold(magnitude, self._below_top[t], 0.0)
+        self.above[t] += int(torch.sign(top).sum())
+        inside = F.threshold(magnitude, self._below_low[t], 0.0).sub_(top)  # low ≤ |τ| < top, else 0
+        kept = inside[inside.nonzero().reshape(-1)].view(torch.int32).sub_(self._low[t])
+        self.inside[t] += kept.numel()
+        self._kept[t].append(kept)
+        if sum(k.numel() for k in self._kept[t]) >= self.FLUSH:
+            self._flush(t)
+
+    def _flush(self, t: int) -> None:
+        if self._kept[t]:
+            counts = torch.bincount(torch.cat(self._kept[t]))
+            self._counts[t][: counts.numel()] += counts
+            self._kept[t] = []
+
+    def thresholds(self, rank: int) -> torch.Tensor | None:
+        """Per specialist the exact rank-th largest |τ|, or None when some rank lies outside its window."""
+        if not self.usable:
+            return None
+        out = []
+        for t in range(len(self.windows)):
+            need = rank - self.above[t]  # rank within the window, counted from its top
+            if not 0 < need <= self.inside[t]:
+                return None
+            self._flush(t)
+            counts = self._counts[t].flip(0).cumsum(0).flip(0)
+            pattern = self._low[t] + int((counts >= need).nonzero().max())
+            out.append(float(torch.tensor([pattern], dtype=torch.int32).view(torch.float32)))
+        return torch.tensor(out, dtype=torch.float32)

@@ -8,16 +8,20 @@ trimmed zeros never count in the disjoint mean.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
-
-from collections.abc import Iterable, Iterator
-
 import torch.nn.functional as F
 
-from mergebench.merging.methods.spec import (MethodSpec, Param, TensorContext, kth_largest_abs, sum_in_order,
-                                             threshold_mask)
+from mergebench.merging.methods.spec import (
+    MethodSpec,
+    Param,
+    TensorContext,
+    kth_largest_abs,
+    sum_in_order,
+    threshold_mask,
+)
 
 # A stream of pieces (TaskVectorSource.pieces): (lo, hi, θ_0[lo:hi], the τ_t[lo:hi] in specialist order).
 Pieces = Iterable[tuple[int, int, torch.Tensor, Iterator[torch.Tensor]]]
