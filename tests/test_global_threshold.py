@@ -120,7 +120,7 @@ def test_one_windowed_pass_gives_the_exact_threshold_or_none(rank):
     d = flat.shape[1]
     want = [float(flat[t].kthvalue(d - rank + 1).values) for t in range(2)]
     b0, b1 = _bin_of(torch.tensor(want[0])), _bin_of(torch.tensor(want[1]))
-    for flush in (1, None):
+    for flush in (1, 7, 50, None):  # every piece counted at once, buffered across pieces, or both
         assert _windowed(chunks, [(b0 - 2, b0 + 1), (b1, b1)], rank, flush).tolist() == want
     assert _windowed(chunks, [(b0 - 2, b0 + 1), (b1 + 1, b1 + 3)], rank) is None  # above specialist 1's
     assert _windowed(chunks, [(b0 - 3, b0 - 1), (b1, b1)], rank) is None  # below specialist 0's

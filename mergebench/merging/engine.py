@@ -26,6 +26,7 @@ from mergebench.merging.fingerprint import fingerprint
 from mergebench.merging.methods import MethodSpec, TensorContext, get_method
 from mergebench.merging.plan import MergePlan, extra_rows_ok
 from mergebench.merging.selection import natural_key
+from mergebench.merging.sign_fixups import PendingFixups
 from mergebench.merging.stats_store import CONFIG_FIELDS, FISHER, KINDS, StatsKind, StatsStore
 from mergebench.merging.thresholds import global_thresholds
 from mergebench.merging.writer import ShardedWriter, parse_size
@@ -235,7 +236,7 @@ class Merger:
         voters = [n for n in self.ranked if n not in merged_set] if global_sign else []
         work = self.names + voters
         sign_total = 0.0
-        pending: list[tuple[str, torch.Tensor, torch.Tensor]] = []  # TIES zero-sign fix-ups
+        pending = PendingFixups()  # TIES entries whose value waits for the majority sign
         try:
             writer.open()
             for i, name in enumerate(work):
@@ -264,7 +265,7 @@ class Merger:
             raise
 
     def _merge_block(self, writer: ShardedWriter, name: str, block: tuple[int, int] | None, thresholds,
-                     global_sign: bool, pending: list) -> float:
+                     global_sign: bool, pending: PendingFixups) -> float:
         """Merge a tensor (or a block of its rows) and write it; returns its share of the majority sign."""
         dtype = self.dtype_for(name)
         offset = self.source.first(name, block) * torch.empty((), dtype=dtype).element_size()
@@ -278,8 +279,7 @@ class Merger:
             out, sign_sum, idx, values = self.sign_pieces(pieces, self.context(name, thresholds, 1.0, block), self.hp,
                                                           dtype, pieces.count, self.source.work(8, pieces.size))
             if pieces.finite:  # else the plain path names the culprit
-                if idx.numel():
-                    pending.append((name, idx + self.source.first(name, block), values))
+                pending.add(name, idx + self.source.first(name, block), values)
                 writer.write_part(name, offset, out)
                 return sign_sum
         base, tau = self.source.task_vectors(name, block)
@@ -290,7 +290,7 @@ class Merger:
             out = base + delta
             if idx.numel():  # exact ties whose value depends on the global majority sign
                 values = base.reshape(-1)[idx] + alternative
-                pending.append((name, idx.cpu() + self.source.first(name, block), values.cpu()))
+                pending.add(name, idx.cpu() + self.source.first(name, block), values.cpu())
         else:
             out = base + self.spec.fn(tau, ctx, self.hp)
         writer.write_part(name, offset, out.to(dtype).cpu())

@@ -58,13 +58,14 @@ def windowed_thresholds(source: TaskVectorSource, ranked: list[str], windows: li
     if not acc.usable:
         return None
     for i, name in enumerate(ranked):
-        pieces = source.pieces(name, None)
-        (work,) = source.work(1, pieces.size)
-        for lo, hi, _, taus in pieces:
-            for t, tau in enumerate(taus):
-                acc.add(t, torch.abs(tau, out=work[: hi - lo]))
-        if not pieces.finite:
-            return None
+        for block in source.blocks(name, True):  # row blocks: a large tensor's maps close block by block
+            pieces = source.pieces(name, block)
+            (work,) = source.work(1, pieces.size)
+            for lo, hi, _, taus in pieces:
+                for t, tau in enumerate(taus):
+                    acc.add(t, torch.abs(tau, out=work[: hi - lo]))
+            if not pieces.finite:
+                return None
         progress("thresholds 1/2", i + 1, len(ranked))
     return acc.thresholds(rank)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
-import torch.nn.functional as F
 
 HIGH_BINS = 1 << 15
 LOW_BINS = 1 << 16
@@ -157,33 +156,49 @@ class WindowedThreshold:
         self.windows = windows
         self.usable = all(0 < w[0] <= w[1] < HIGH_BINS and w[1] - w[0] < MAX_WINDOW for w in windows)
         edges = [(w[0] << 16, (w[1] + 1) << 16) for w in windows] if self.usable else []
-        # F.threshold keeps x > λ: with λ the float just below an edge, it keeps x ≥ the edge.
+        # threshold keeps x > λ: with λ the float just below an edge, it keeps x ≥ the edge.
         self._low = [lo for lo, _ in edges]
         self._below_low = [_below(lo) for lo, _ in edges]
         self._below_top = [_below(top) for _, top in edges]
         self.above = [0] * len(windows)
         self.inside = [0] * len(windows)
-        self._kept: list[list[torch.Tensor]] = [[] for _ in windows]
+        # Kept patterns wait in one preallocated buffer per specialist, not in a list of small tensors: small
+        # long-lived blocks between each piece's freed temporaries fragmented the heap (1 GB of a 0.5B merge).
+        self._kept = [torch.empty(self.FLUSH, dtype=torch.int32) for _ in windows] if self.usable else []
+        self._fill = [0] * len(windows)
+        self._scratch = torch.empty(0)  # reused for each piece's two thresholded copies
         self._counts = [torch.zeros((w[1] - w[0] + 1) * LOW_BINS, dtype=torch.int64) for w in windows] if self.usable else []
 
     def add(self, t: int, magnitude: torch.Tensor) -> None:
         """Count a piece of |τ_t| (fp32, flat); nothing when the windows are not usable."""
         if not self.usable:
             return
-        top = F.threshold(magnitude, self._below_top[t], 0.0)
-        self.above[t] += int(torch.sign(top).sum())
-        inside = F.threshold(magnitude, self._below_low[t], 0.0).sub_(top)  # low ≤ |τ| < top, else 0
-        kept = inside[inside.nonzero().reshape(-1)].view(torch.int32).sub_(self._low[t])
-        self.inside[t] += kept.numel()
-        self._kept[t].append(kept)
-        if sum(k.numel() for k in self._kept[t]) >= self.FLUSH:
+        if self._scratch.numel() < 2 * magnitude.numel():
+            self._scratch = torch.empty(2 * magnitude.numel(), dtype=torch.float32)
+        top, inside = self._scratch[: 2 * magnitude.numel()].view(2, -1)
+        torch.threshold(magnitude, self._below_top[t], 0.0, out=top)
+        self.above[t] += int(torch.count_nonzero(top))
+        torch.threshold(magnitude, self._below_low[t], 0.0, out=inside).sub_(top)  # low ≤ |τ| < top, else 0
+        kept = inside[inside.nonzero().reshape(-1)].view(torch.int32)
+        n, fill = kept.numel(), self._fill[t]
+        self.inside[t] += n
+        if fill + n > self.FLUSH:
             self._flush(t)
+            fill = 0
+        if n > self.FLUSH:  # a piece larger than the buffer: counted at once
+            self._count(t, kept.sub_(self._low[t]))
+            return
+        self._kept[t][fill : fill + n].copy_(kept).sub_(self._low[t])
+        self._fill[t] = fill + n
 
     def _flush(self, t: int) -> None:
-        if self._kept[t]:
-            counts = torch.bincount(torch.cat(self._kept[t]))
-            self._counts[t][: counts.numel()] += counts
-            self._kept[t] = []
+        if self._fill[t]:
+            self._count(t, self._kept[t][: self._fill[t]])
+            self._fill[t] = 0
+
+    def _count(self, t: int, offsets: torch.Tensor) -> None:
+        counts = torch.bincount(offsets)
+        self._counts[t][: counts.numel()] += counts
 
     def thresholds(self, rank: int) -> torch.Tensor | None:
         """Per specialist the exact rank-th largest |τ|, or None when some rank lies outside its window."""

@@ -12,7 +12,6 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from mergebench.merging.methods.spec import (
     MethodSpec,
@@ -102,9 +101,9 @@ def ties_with_sign_pieces(pieces: Pieces, ctx: TensorContext, hp: dict[str, Any]
     sign_sum, indices, values = 0.0, [], []
     for lo, hi, base, taus in pieces:
         total, pos, neg, keep, drop, tmp, n_pos, n_neg = (w[: hi - lo] for w in work[:8])
-        for t, tau in enumerate(taus):
-            trimmed = F.hardshrink(tau, below[t])
-            positive = F.threshold(tau, below[t], 0.0)
+        for t, tau in enumerate(taus):  # keep and drop hold each term until the sums are done
+            trimmed = torch.hardshrink(tau, below[t], out=keep)
+            positive = torch.threshold(tau, below[t], 0.0, out=drop)
             if t == 0:
                 total.copy_(trimmed)
                 torch.add(positive, 0.0, out=pos)  # +0 + x: a zero P is +0
