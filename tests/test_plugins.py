@@ -151,3 +151,18 @@ def test_a_plugin_asking_for_statistics_the_kit_cannot_make_is_refused(families,
                                               r"gram, fisher, mask$"):
         merge(MergeJob("odd_stats:ODD", str(base), [str(e) for e in experts], str(tmp_path / "out")))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_statistics_kind_is_the_kits_object_whether_declared_by_object_or_name():
+    """Needs carries the StatsKind itself (file, dtype, shape rule), so nothing downstream branches on a
+    string; a plug-in may still write the kind's name."""
+    from mergebench.merging.methods import METHODS, MethodSpec
+    from mergebench.merging.stats_store import FISHER, GRAM, MASK
+
+    by_name = MethodSpec("by_name", "names its kind", lambda tau, ctx, hp: tau.sum(0), stats_kind="gram")
+    assert by_name.needs({}).stats is GRAM
+    assert METHODS["regmean"].needs(METHODS["regmean"].settings({})).stats is GRAM
+    assert METHODS["fisher"].needs(METHODS["fisher"].settings({})).stats is FISHER
+    ls = METHODS["localize_stitch"]
+    assert ls.needs(ls.settings({"masks": "trained"})).stats is MASK
+    assert ls.needs(ls.settings({})).stats is None

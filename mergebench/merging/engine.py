@@ -27,7 +27,7 @@ from mergebench.merging.methods import MethodSpec, TensorContext, get_method
 from mergebench.merging.plan import MergePlan, extra_rows_ok
 from mergebench.merging.selection import natural_key
 from mergebench.merging.sign_fixups import PendingFixups
-from mergebench.merging.stats_store import CONFIG_FIELDS, FISHER, KINDS, StatsKind, StatsStore
+from mergebench.merging.stats_store import CONFIG_FIELDS, FISHER, StatsStore
 from mergebench.merging.thresholds import global_thresholds
 from mergebench.merging.writer import ShardedWriter, parse_size
 
@@ -116,18 +116,9 @@ class Merger:
                 f"--out-dtype {self.job.out_dtype!r}: expected one of bfloat16, float16, float32"
             ) from None
 
-    def _stats_kind(self) -> StatsKind | None:
-        name = self.needs.stats
-        if name is None:
-            return None
-        if name not in KINDS:
-            raise MergeBenchError(f"method {self.spec.name} reads statistics of kind {name!r}; the kit makes "
-                                  f"{', '.join(KINDS)}")
-        return KINDS[name]
-
     def _open_stats(self) -> tuple[list[StatsStore], set[str]]:
         """Open and validate one statistics store per specialist before anything is written."""
-        kind = self.stats_kind = self._stats_kind()
+        kind = self.stats_kind = self.needs.stats
         if kind is None:
             if self.job.stats:
                 raise MergeBenchError(f"method {self.spec.name} uses no statistics; drop --stats")

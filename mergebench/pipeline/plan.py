@@ -86,7 +86,7 @@ def plugin_method(name: str) -> SuiteMethod:
                               "give its MethodSpec another name")
     hp = spec.settings({})
     needs = spec.needs(hp)
-    return SuiteMethod(spec.name, name, {}, stats=needs.stats, data=needs.data)
+    return SuiteMethod(spec.name, name, {}, stats=needs.stats.name if needs.stats else None, data=needs.data)
 
 
 def _merge_and_stats(plan: Plan, suite: tuple[SuiteMethod, ...], family: str, samples: int, gpus: int) -> list[str]:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from mergebench.merging.methods.spec import MethodSpec, Param, TensorContext
+from mergebench.merging.stats_store import FISHER as FISHER_STATS
 
 
 def fisher(tau: torch.Tensor, ctx: TensorContext, hp: dict[str, Any]) -> torch.Tensor:
@@ -34,5 +35,5 @@ FISHER = MethodSpec(
         Param("normalize", bool, False, "divide each specialist's Fisher by its mean over all parameters first"),
     ),
     reference="Matena & Raffel 2022",
-    stats_kind="fisher",
+    stats_kind=FISHER_STATS,
 )

@@ -27,6 +27,7 @@ import torch
 
 from mergebench.errors import MergeBenchError
 from mergebench.merging.methods.spec import MethodSpec, Param, TensorContext, kth_largest_abs, threshold_mask
+from mergebench.merging.stats_store import MASK
 
 MASK_SOURCES = ("dataless", "trained")
 # Settings that only shape dataless masks; trained masks carry their own (set at `mergebench stats`).
@@ -143,7 +144,7 @@ LOCALIZE_STITCH = MethodSpec(
     ),
     global_rank=localize_rank,
     reference="He et al. 2025",
-    stats_kind=lambda hp: "mask" if hp["masks"] == "trained" else None,
+    stats_kind=lambda hp: MASK if hp["masks"] == "trained" else None,
     elementwise=lambda hp: hp["scope"] == "global" or hp["masks"] == "trained",
     check=_check,
 )

@@ -20,6 +20,7 @@ import torch
 
 from mergebench.catalog.prompts import TEMPLATES
 from mergebench.merging.methods.spec import MethodSpec, Param, TensorContext
+from mergebench.merging.stats_store import GRAM
 
 
 def regularize(grams: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -67,7 +68,7 @@ REGMEAN = MethodSpec(
         GRAM_SCALE,
     ),
     reference="Jin et al. 2023",
-    stats_kind="gram",
+    stats_kind=GRAM,
 )
 
 REGMEAN_PP = MethodSpec(

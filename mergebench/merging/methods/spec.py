@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from mergebench.errors import MergeBenchError
+from mergebench.merging.stats_store import KINDS, StatsKind
 
 
 @dataclass(frozen=True)
@@ -105,10 +106,10 @@ class MethodSpec:
     # the opposite sign): the same bytes as θ_0 + with_sign's, without forming the [T, n] task vectors.
     with_sign_pieces: Callable[..., tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]] | None = None
     reference: str = ""
-    # Which statistics the method reads, one store per specialist (`--stats`): "gram", "fisher", "mask" or
-    # None, or a function of the settings giving one of those (Localize-and-Stitch reads masks only when
-    # they are trained).
-    stats_kind: str | None | Callable[[dict[str, Any]], str | None] = None
+    # Which statistics the method reads, one store per specialist (`--stats`): a StatsKind of
+    # merging/stats_store.py (GRAM, FISHER, MASK) or None, or a function of the settings giving one
+    # (Localize-and-Stitch reads masks only when they are trained). A kind's name ("gram") is accepted too.
+    stats_kind: StatsKind | str | None | Callable[[dict[str, Any]], StatsKind | str | None] = None
     # Methods that run validation data through models while merging (RegMean++): one source per expert.
     needs_data: bool = False
     # True (or true for these settings) when each output entry depends only on the same entry of the
@@ -138,12 +139,21 @@ class MethodSpec:
     def needs(self, hp: dict[str, Any]) -> Needs:
         """What the engine must prepare for this method under these settings: the one place that reads
         the settings which shape a merge's passes (`scope`, `threshold_set`) by name."""
-        stats = self.stats_kind(hp) if callable(self.stats_kind) else self.stats_kind
+        stats = self._stats(self.stats_kind(hp) if callable(self.stats_kind) else self.stats_kind)
         elementwise = self.elementwise(hp) if callable(self.elementwise) else bool(self.elementwise)
         return Needs(global_threshold=(self.global_rank is not None and hp.get("scope", "global") == "global"
                                        and stats is None),  # masks read from statistics need no threshold pass
                      threshold_set=hp.get("threshold_set", "reference"), sign_election=self.with_sign is not None,
                      stats=stats, data=self.needs_data, elementwise=elementwise)
+
+    def _stats(self, kind: StatsKind | str | None) -> StatsKind | None:
+        """The declared statistics kind as the kit's object; a one-line error for one the kit cannot make."""
+        if kind is None or isinstance(kind, StatsKind):
+            return kind
+        if kind not in KINDS:
+            raise MergeBenchError(f"method {self.name} reads statistics of kind {kind!r}; the kit makes "
+                                  f"{', '.join(KINDS)}")
+        return KINDS[kind]
 
 
 @dataclass(frozen=True)
@@ -153,7 +163,7 @@ class Needs:
     global_threshold: bool  # one |τ| threshold per specialist over the ranked tensors (global_rank)
     threshold_set: str  # the tensors it ranks: "reference" (every tensor without 'embed') or "merged"
     sign_election: bool  # a majority sign summed over the whole parameter set (with_sign)
-    stats: str | None  # the statistics kind read, one store per specialist (`--stats`)
+    stats: StatsKind | None  # the statistics kind read, one store per specialist (`--stats`)
     data: bool  # validation data run through the models while merging (`--data`)
     elementwise: bool  # large tensors may be merged a block of rows at a time
 
