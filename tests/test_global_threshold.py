@@ -125,3 +125,26 @@ def test_one_windowed_pass_gives_the_exact_threshold_or_none(rank):
     assert _windowed(chunks, [(b0 - 2, b0 + 1), (b1 + 1, b1 + 3)], rank) is None  # above specialist 1's
     assert _windowed(chunks, [(b0 - 3, b0 - 1), (b1, b1)], rank) is None  # below specialist 0's
     assert _windowed(chunks, [(0, 0), (b1, b1)], rank) is None
+
+
+def test_magnitudes_that_are_not_finite_cannot_break_the_windowed_count():
+    """NaN, −NaN and inf magnitudes (a τ that is not finite, met before its stream's check says so) pass for
+    entries inside the window with patterns far outside it (−NaN's negative): counted in flushes they
+    must neither fail nor size the histogram by them (−NaN made bincount raise); the pass is discarded
+    afterwards anyway, and the finite entries are still counted exactly."""
+    from mergebench.merging.topk import WindowedThreshold
+
+    finite = torch.tensor([0.25, 0.2505, 0.251, 0.2515])
+    bad = torch.tensor([float("nan"), -float("nan"), float("inf")])
+    window = (_bin_of(finite[0]), _bin_of(finite[-1]))
+    for flush in (1, 4, None):
+        acc = WindowedThreshold([window])
+        if flush is not None:
+            acc.FLUSH = flush
+        acc.add(0, torch.cat([finite, bad]))
+        acc.add(0, finite.clone())
+        acc.thresholds(1)  # a value or None, which the caller discards: but no failure
+        assert acc.inside == [2 * len(finite) + 3]  # NaN, −NaN and inf (inf − inf) all passed for inside
+    clean = WindowedThreshold([window])
+    clean.add(0, finite)
+    assert clean.thresholds(2).tolist() == [float(finite[2])]

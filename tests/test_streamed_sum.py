@@ -104,13 +104,16 @@ def test_a_sum_that_overflows_is_left_to_the_plain_path(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("method", ["soup", "ties"])  # ties: its pieces (tests/test_streamed_ties.py)
-def test_inputs_that_are_not_finite_are_named_as_before(tmp_path, method):
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_inputs_that_are_not_finite_are_named_as_before(tmp_path, method, bad):
+    """The streamed sum checks only its results (every input reaches them): NaN and ±inf still send the
+    tensor to the plain path, which names the specialist."""
     base = build_base("llama-tied", tmp_path / "base")
     name = "model.layers.0.self_attn.q_proj.weight"
 
     def nan(t, mine):
         if t == 1:
-            mine[name][0, 3] = float("nan")
+            mine[name][0, 3] = bad
 
     experts = specialists(base, tmp_path, 3, torch.float32, nan)
     with pytest.raises(MergeBenchError, match=rf"^{experts[1]}: tensor {name} contains NaN or infinite values$"):

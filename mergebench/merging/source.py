@@ -107,10 +107,11 @@ class TaskVectorSource:
                                       "apart)")
         return base, tau
 
-    def pieces(self, name: str, block: Block) -> PieceStream:
+    def pieces(self, name: str, block: Block, check_each: bool = True) -> PieceStream:
         """The tensor (or a block of its rows) as cache-sized pieces straight from the mapped checkpoints,
-        for arithmetic that never forms the [T, n] task vectors (CPU only)."""
-        return PieceStream(self, name, block)
+        for arithmetic that never forms the [T, n] task vectors (CPU only). `check_each=False`: the caller
+        passes each piece's result to `PieceStream.check` instead (PieceStream says when that suffices)."""
+        return PieceStream(self, name, block, check_each)
 
     def work(self, count: int, size: int) -> list[torch.Tensor]:
         """`count` reused fp32 work buffers of `size` entries for a streamed computation's accumulators."""
@@ -122,14 +123,14 @@ class TaskVectorSource:
         `task_vectors`, computed piece by piece (`pieces`) instead of through the [T, n] task vectors (a
         0.5B task-arithmetic merge: 2.2 s instead of 3.1 s). None when an input or a τ is not finite:
         `task_vectors` then finds the culprit and says which. A new flat tensor."""
-        stream = self.pieces(name, block)
+        stream = self.pieces(name, block, check_each=False)  # every input reaches the result: one check
         out = torch.empty(stream.count, dtype=dtype)
         (total,) = self.work(1, stream.size)
         for lo, hi, base, taus in stream:
             acc = total[: hi - lo]
             for t, tau in enumerate(taus):
                 acc.copy_(tau) if t == 0 else acc.add_(tau)
-            out[lo:hi].copy_(acc.mul_(scale).add_(base))
+            out[lo:hi].copy_(stream.check(acc.mul_(scale).add_(base)))
         return out if stream.finite else None
 
 
@@ -140,27 +141,37 @@ class PieceStream:
     drawn: their few passes stay in the CPU's caches, where the [T, n] task vectors of a row block do not.
     `finite` tells, after a full walk, whether every input and τ was finite (NaN and ±inf survive sums:
     one sum per piece and specialist); when not, the caller falls back to `task_vectors`, which names the
-    culprit."""
+    culprit. A caller whose fp32 result of a piece is not finite whenever an input or a τ of that piece is
+    not (sums and products by finite factors keep NaN and ±inf: θ_0 + c·Σ τ_t does) may ask for no sums
+    (`check_each=False`) and pass each result to `check`: one sum per piece instead of T + 1. A result
+    that overflows where no input does only sends the caller to the plain path, which is always right."""
 
-    def __init__(self, source: TaskVectorSource, name: str, block: Block):
-        self.source, self.name = source, name
+    def __init__(self, source: TaskVectorSource, name: str, block: Block, check_each: bool = True):
+        self.source, self.name, self.check_each = source, name, check_each
         self.first = source.first(name, block)
         self.count = torch.Size(source.shape(name, block)).numel()
         self.size = max(1, min(self.count, PIECE_ELEMENTS))
         self.finite = True
+        self._check = torch.zeros(())
+
+    def check(self, result: torch.Tensor) -> torch.Tensor:
+        """Count a piece's result in the finiteness check (with `check_each=False`); returns it."""
+        self._check += result.sum()
+        return result
 
     def __iter__(self):
         src, name = self.source, self.name
         base_buf, tau_buf = (src._buffer(role, (self.size,)) for role in ("piece-base", "piece-tau"))
-        check = torch.zeros(())
+        check = self._check
         with contextlib.ExitStack() as maps:
             base, *experts = (maps.enter_context(mapped_range(c.tensors[name], self.first, self.count))
                               for c in (src.base, *src.experts))
             for lo in range(0, self.count, self.size):
                 hi = min(lo + self.size, self.count)
                 b, tau = base_buf[: hi - lo].copy_(base[lo:hi]), tau_buf[: hi - lo]
-                check += b.sum()
-                yield lo, hi, b, self._taus(experts, lo, hi, b, tau, check)
+                if self.check_each:
+                    check += b.sum()
+                yield lo, hi, b, self._taus(experts, lo, hi, b, tau, check if self.check_each else None)
             del base, experts  # so the maps close here
         self.finite = bool(torch.isfinite(check))
 
@@ -168,5 +179,6 @@ class PieceStream:
     def _taus(experts, lo, hi, b, tau, check):
         for e in experts:
             torch.sub(e[lo:hi], b, out=tau)
-            check += tau.sum()
+            if check is not None:
+                check += tau.sum()
             yield tau

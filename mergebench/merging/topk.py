@@ -197,7 +197,10 @@ class WindowedThreshold:
             self._fill[t] = 0
 
     def _count(self, t: int, offsets: torch.Tensor) -> None:
-        counts = torch.bincount(offsets)
+        # A NaN or ±inf τ passes for inside (NaN − NaN); its pattern is far outside the window (or negative):
+        # clamped, it cannot make bincount allocate gigabytes or fail. The pass is then discarded anyway
+        # (its stream is not finite) and the plain passes name the input.
+        counts = torch.bincount(offsets.clamp_(0, self._counts[t].numel() - 1))
         self._counts[t][: counts.numel()] += counts
 
     def thresholds(self, rank: int) -> torch.Tensor | None:
