@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from tinydata import save_char_tokenizer, write_domain_data
 from tinymodels import build_base
 
-import mergebench.merging.source as source_module
+import mergebench.merging.io.source as source_module
 from mergebench.cli.main import main
 from mergebench.errors import MergeBenchError
 from mergebench.merging.data import load_samples

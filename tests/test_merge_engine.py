@@ -303,7 +303,7 @@ def test_patches_land_on_their_elements_in_every_shard_and_dtype(tmp_path):
     change, in whichever shard and dtype the tensor has, and the bytes around them stay as written."""
     from safetensors.torch import load_file
 
-    from mergebench.merging.writer import ShardedWriter
+    from mergebench.merging.io.writer import ShardedWriter
 
     gen = torch.Generator().manual_seed(0)
     tensors = {"a": torch.randn(300, 7, generator=gen).to(torch.bfloat16), "b": torch.randn(5000, generator=gen),

@@ -136,7 +136,7 @@ def test_sharded_and_unsharded_inputs_give_identical_outputs(families, tmp_path,
                                        ("consensus", {}), ("localize_stitch", {})])
 def test_merging_large_tensors_in_row_blocks_changes_nothing(families, tmp_path, monkeypatch, method, hp):
     """Element-wise methods merge big tensors a block of rows at a time (flat memory); bit-identical."""
-    import mergebench.merging.source as source
+    import mergebench.merging.io.source as source
 
     base, experts = families["llama"]
     job = dict(method=method, base=str(base), experts=[str(e) for e in experts], settings=hp, include=["*"])
@@ -147,7 +147,7 @@ def test_merging_large_tensors_in_row_blocks_changes_nothing(families, tmp_path,
 
 
 def test_ties_majority_sign_fix_ups_land_in_the_right_block(tmp_path, monkeypatch):
-    import mergebench.merging.source as source
+    import mergebench.merging.io.source as source
 
     monkeypatch.setattr(source, "BLOCK_ELEMENTS", 32)
     test_ties_global_majority_sign_breaks_exact_ties(tmp_path)

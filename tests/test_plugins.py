@@ -156,8 +156,8 @@ def test_a_plugin_asking_for_statistics_the_kit_cannot_make_is_refused(families,
 def test_a_statistics_kind_is_the_kits_object_whether_declared_by_object_or_name():
     """Needs carries the StatsKind itself (file, dtype, shape rule), so nothing downstream branches on a
     string; a plug-in may still write the kind's name."""
+    from mergebench.merging.io.stats_store import FISHER, GRAM, MASK
     from mergebench.merging.methods import METHODS, MethodSpec
-    from mergebench.merging.stats_store import FISHER, GRAM, MASK
 
     by_name = MethodSpec("by_name", "names its kind", lambda tau, ctx, hp: tau.sum(0), stats_kind="gram")
     assert by_name.needs({}).stats is GRAM

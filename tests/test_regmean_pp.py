@@ -21,9 +21,9 @@ from tinymodels import config
 
 from mergebench.cli.main import main
 from mergebench.errors import MergeBenchError
-from mergebench.merging.checkpoint import Checkpoint
 from mergebench.merging.data import load_samples
 from mergebench.merging.datapass import encode, load_tokenizer
+from mergebench.merging.io.checkpoint import Checkpoint
 from mergebench.merging.regmean_pp import RegMeanPlusPlus
 from mergebench.merging.run import MergeJob, merge
 from mergebench.merging.stats import StatsJob, compute_stats

@@ -12,8 +12,8 @@ from safetensors.torch import load_file, save_file
 from tinymodels import build_base
 
 from mergebench.errors import MergeBenchError
-from mergebench.merging import source
 from mergebench.merging.engine import Merger
+from mergebench.merging.io import source
 from mergebench.merging.run import MergeJob
 
 

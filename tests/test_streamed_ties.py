@@ -15,8 +15,8 @@ from test_streamed_sum import specialists
 from tinymodels import build_base
 
 from mergebench.errors import MergeBenchError
-from mergebench.merging import source
 from mergebench.merging.engine import Merger
+from mergebench.merging.io import source
 from mergebench.merging.run import MergeJob
 
 TIED = "model.layers.1.mlp.up_proj.weight"

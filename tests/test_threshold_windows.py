@@ -8,8 +8,8 @@ import pytest
 
 import mergebench.merging.thresholds as thresholds
 import mergebench.merging.topk as topk
+from mergebench.merging.io.source import TaskVectorSource
 from mergebench.merging.run import MergeJob, merge
-from mergebench.merging.source import TaskVectorSource
 
 CASES = [("ties", {"K": 0.3, "lambda": 0.4}), ("ties", {"K": 0.2, "aggregation": "mean", "threshold_set": "merged"}),
          ("localize_stitch", {"sparsity": 0.1})]

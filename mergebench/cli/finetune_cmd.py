@@ -76,7 +76,7 @@ def _real(hub_id: str, models: tuple[str, ...], out: Path, overrides: dict, deep
     from mergebench.finetune.job import check_data, plan_launch, progress_printer, run_job
     from mergebench.finetune.recipe import Recipe
     from mergebench.finetune.trainer import is_complete
-    from mergebench.merging.checkpoint import resolve_model_path
+    from mergebench.merging.io.checkpoint import resolve_model_path
 
     recipe = Recipe().override(**overrides)
     if deepspeed:

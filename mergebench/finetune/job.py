@@ -127,7 +127,7 @@ def run_job(job: Job, progress=None):
     from transformers import AutoTokenizer
 
     from mergebench.finetune.trainer import finetune
-    from mergebench.merging.checkpoint import resolve_model_path
+    from mergebench.merging.io.checkpoint import resolve_model_path
 
     recipe = job.get_recipe()
     rows, infos = load_training_rows(job.name, recipe)

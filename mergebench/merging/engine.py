@@ -20,16 +20,16 @@ from typing import Any
 import torch
 
 from mergebench.errors import MergeBenchError
-from mergebench.merging.checkpoint import Checkpoint
 from mergebench.merging.device import resolve_device
 from mergebench.merging.fingerprint import fingerprint
+from mergebench.merging.io.checkpoint import Checkpoint
+from mergebench.merging.io.stats_store import CONFIG_FIELDS, FISHER, StatsStore
+from mergebench.merging.io.writer import ShardedWriter, parse_size
 from mergebench.merging.methods import MethodSpec, TensorContext, get_method
 from mergebench.merging.plan import MergePlan, extra_rows_ok
 from mergebench.merging.selection import natural_key
 from mergebench.merging.sign_fixups import PendingFixups
-from mergebench.merging.stats_store import CONFIG_FIELDS, FISHER, StatsStore
 from mergebench.merging.thresholds import global_thresholds
-from mergebench.merging.writer import ShardedWriter, parse_size
 
 DTYPE_BY_NAME = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
                  "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}

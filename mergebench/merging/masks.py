@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from mergebench.errors import MergeBenchError
-from mergebench.merging.checkpoint import Checkpoint
+from mergebench.merging.io.checkpoint import Checkpoint
 from mergebench.merging.methods.spec import Param, check_settings, threshold_mask
 
 MASK_PARAMS: tuple[Param, ...] = (

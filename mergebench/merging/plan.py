@@ -11,11 +11,11 @@ from typing import Any
 import torch
 
 from mergebench.errors import MergeBenchError
-from mergebench.merging.checkpoint import Checkpoint
 from mergebench.merging.device import resolve_device
+from mergebench.merging.io.checkpoint import Checkpoint
+from mergebench.merging.io.source import TaskVectorSource
 from mergebench.merging.methods import MethodSpec
 from mergebench.merging.selection import merged_names, natural_key, threshold_names
-from mergebench.merging.source import TaskVectorSource
 
 # config.json fields that must agree between base and specialists (vocab_size may differ).
 ARCH_FIELDS = ("model_type", "architectures", "hidden_size", "num_hidden_layers", "intermediate_size",

@@ -36,10 +36,10 @@ import torch
 from torch import nn
 
 from mergebench.errors import MergeBenchError
-from mergebench.merging.checkpoint import Checkpoint
 from mergebench.merging.datapass import GramCollector, decoder_layers, encode, load_tokenizer
 from mergebench.merging.engine import Merger, MergeResult
-from mergebench.merging.writer import ShardedWriter, parse_size
+from mergebench.merging.io.checkpoint import Checkpoint
+from mergebench.merging.io.writer import ShardedWriter, parse_size
 
 SUPPORTED = ("llama", "gemma2")
 

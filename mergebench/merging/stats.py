@@ -38,7 +38,6 @@ from torch import nn
 
 from mergebench.errors import MergeBenchError
 from mergebench.finetune.data import pad_token_id
-from mergebench.merging.checkpoint import Checkpoint
 from mergebench.merging.data import describe_source, load_samples
 from mergebench.merging.datapass import (
     GramCollector,
@@ -50,7 +49,8 @@ from mergebench.merging.datapass import (
 )
 from mergebench.merging.device import resolve_device
 from mergebench.merging.fingerprint import fingerprint
-from mergebench.merging.stats_store import CONFIG_FIELDS, KINDS, write_stats
+from mergebench.merging.io.checkpoint import Checkpoint
+from mergebench.merging.io.stats_store import CONFIG_FIELDS, KINDS, write_stats
 
 FISHER_VARIANT = ("empirical diagonal Fisher: mean over samples of the squared gradient of the sample's mean "
                   "next-token NLL over its response tokens")

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
+from mergebench.merging.io.source import TaskVectorSource
 from mergebench.merging.methods import MethodSpec
-from mergebench.merging.source import TaskVectorSource
 from mergebench.merging.topk import WindowedThreshold, streamed_thresholds
 
 SAMPLE_ENTRIES = 2**20  # per specialist

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
+from mergebench.merging.io.stats_store import FISHER as FISHER_STATS
 from mergebench.merging.methods.spec import MethodSpec, Param, TensorContext
-from mergebench.merging.stats_store import FISHER as FISHER_STATS
 
 
 def fisher(tau: torch.Tensor, ctx: TensorContext, hp: dict[str, Any]) -> torch.Tensor:

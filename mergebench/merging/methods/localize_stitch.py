@@ -26,8 +26,8 @@ from typing import Any
 import torch
 
 from mergebench.errors import MergeBenchError
+from mergebench.merging.io.stats_store import MASK
 from mergebench.merging.methods.spec import MethodSpec, Param, TensorContext, kth_largest_abs, threshold_mask
-from mergebench.merging.stats_store import MASK
 
 MASK_SOURCES = ("dataless", "trained")
 # Settings that only shape dataless masks; trained masks carry their own (set at `mergebench stats`).

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from mergebench.catalog.prompts import TEMPLATES
+from mergebench.merging.io.stats_store import GRAM
 from mergebench.merging.methods.spec import MethodSpec, Param, TensorContext
-from mergebench.merging.stats_store import GRAM
 
 
 def regularize(grams: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from mergebench.errors import MergeBenchError
-from mergebench.merging.stats_store import KINDS, StatsKind
+from mergebench.merging.io.stats_store import KINDS, StatsKind
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class MethodSpec:
     with_sign_pieces: Callable[..., tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]] | None = None
     reference: str = ""
     # Which statistics the method reads, one store per specialist (`--stats`): a StatsKind of
-    # merging/stats_store.py (GRAM, FISHER, MASK) or None, or a function of the settings giving one
+    # merging/io/stats_store.py (GRAM, FISHER, MASK) or None, or a function of the settings giving one
     # (Localize-and-Stitch reads masks only when they are trained). A kind's name ("gram") is accepted too.
     stats_kind: StatsKind | str | None | Callable[[dict[str, Any]], StatsKind | str | None] = None
     # Methods that run validation data through models while merging (RegMean++): one source per expert.

@@ -85,7 +85,7 @@ class StatsStore:
             raise MergeBenchError(f"{mf}: invalid statistics manifest") from None
         if not self.file.is_file():
             raise MergeBenchError(f"{self.path}: {self.file.name} is missing")
-        from mergebench.merging.checkpoint import read_header
+        from mergebench.merging.io.checkpoint import read_header
 
         self.infos, _ = read_header(self.file)
         self.aliases: dict[str, str] = self.manifest.get("aliases") or {}
@@ -104,7 +104,7 @@ class StatsStore:
     def read(self, name: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
              rows: tuple[int, int] | None = None) -> torch.Tensor:
         """One tensor's statistic as `dtype` on `device`: the whole tensor, or the rows [start, end)."""
-        from mergebench.merging.checkpoint import read_range
+        from mergebench.merging.io.checkpoint import read_range
 
         key = self.key(name)
         if key is None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from mergebench.errors import MergeBenchError
-from mergebench.merging.checkpoint import DTYPE_NAMES, INDEX_NAME, SINGLE_NAME
+from mergebench.merging.io.checkpoint import DTYPE_NAMES, INDEX_NAME, SINGLE_NAME
 
 # Files of the base model that travel with the merged weights.
 SIDE_FILE_PATTERNS = (

@@ -14,7 +14,7 @@ import sys
 import torch
 
 from mergebench.errors import MergeBenchError
-from mergebench.merging.checkpoint import Checkpoint, mapped_range
+from mergebench.merging.io.checkpoint import Checkpoint, mapped_range
 
 # Entries per block when a large tensor is read a block of rows at a time. A block's temporaries ([T, block]
 # fp32, 20 MiB for five specialists) stay below glibc's largest mmap threshold, so with `reuse_freed_memory`
