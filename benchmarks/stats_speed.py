@@ -195,7 +195,7 @@ def child(mode: str, argv: list[str]) -> dict:
     arguments, timing the pass itself; prints and returns {pass_seconds, tokens[, device_peak_bytes]}."""
     import torch
 
-    from mergebench.merging import stats
+    from mergebench.merging.datapass import stats
 
     record: dict = {}
 
@@ -240,8 +240,8 @@ def child(mode: str, argv: list[str]) -> dict:
 
 def baseline_inputs(argv: list[str]):
     """The model, encoded samples, pad id and batch size exactly as compute_stats prepares them."""
-    from mergebench.merging import stats
-    from mergebench.merging.data import load_samples
+    from mergebench.merging.datapass import stats
+    from mergebench.merging.datapass.samples import load_samples
 
     ap = argparse.ArgumentParser()
     for opt in ("--model", "--data", "--tokenizer", "--template"):

@@ -93,4 +93,4 @@ def test_only_the_executors_build_on_the_streaming_engine():
     graph = module_graph("merging")
     users = sorted(m for m, deps in graph.items() if "mergebench.merging.engine" in deps)
     assert users == ["mergebench.merging.regmean_pp", "mergebench.merging.run"], users
-    assert "mergebench.merging.plan" in graph["mergebench.merging.masks"]
+    assert "mergebench.merging.plan" in graph["mergebench.merging.datapass.masks"]

@@ -20,14 +20,14 @@ from tinydata import build_data_family, write_domain_data
 
 from mergebench.cli.main import main
 from mergebench.errors import MergeBenchError
-from mergebench.merging.data import DOMAINS, format_prompt, load_samples
-from mergebench.merging.datapass import encode, load_tokenizer
+from mergebench.merging.datapass.model import encode, load_tokenizer
+from mergebench.merging.datapass.samples import DOMAINS, format_prompt, load_samples
+from mergebench.merging.datapass.stats import StatsJob, compute_stats
 from mergebench.merging.methods import TensorContext
 from mergebench.merging.methods.fisher import fisher
 from mergebench.merging.methods.regmean import regmean
 from mergebench.merging.pairing import REFERENCE_PAIRING, data_domain, pair_data
 from mergebench.merging.run import MergeJob, merge
-from mergebench.merging.stats import StatsJob, compute_stats
 
 MAX_LEN = 320
 SAMPLES = 6

@@ -15,7 +15,7 @@ from hubcache import write_dataset
 
 from mergebench.catalog import DOMAIN_NAMES, validation_repo
 from mergebench.errors import MergeBenchError
-from mergebench.merging.data import load_samples
+from mergebench.merging.datapass.samples import load_samples
 from mergebench.pipeline.execute import StageContext
 from mergebench.pipeline.kinds import fetch
 from mergebench.pipeline.plan import build_plan

@@ -12,7 +12,7 @@ from mergebench.errors import MergeBenchError
 from mergebench.finetune.recipe import Recipe
 from mergebench.finetune.sources import load_domain, load_training_rows
 from mergebench.hubdata import HubDataset, choose, open_dataset
-from mergebench.merging.data import load_samples
+from mergebench.merging.datapass.samples import load_samples
 
 
 @pytest.fixture

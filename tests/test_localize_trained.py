@@ -22,10 +22,10 @@ from tinymodels import build_base
 import mergebench.merging.io.source as source_module
 from mergebench.cli.main import main
 from mergebench.errors import MergeBenchError
-from mergebench.merging.data import load_samples
-from mergebench.merging.datapass import encode, load_tokenizer
+from mergebench.merging.datapass.model import encode, load_tokenizer
+from mergebench.merging.datapass.samples import load_samples
+from mergebench.merging.datapass.stats import StatsJob, compute_stats
 from mergebench.merging.run import MergeJob, merge
-from mergebench.merging.stats import StatsJob, compute_stats
 
 DOMAINS = ("instruction", "math")
 SAMPLES = 6

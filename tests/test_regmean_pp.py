@@ -21,12 +21,12 @@ from tinymodels import config
 
 from mergebench.cli.main import main
 from mergebench.errors import MergeBenchError
-from mergebench.merging.data import load_samples
-from mergebench.merging.datapass import encode, load_tokenizer
+from mergebench.merging.datapass.model import encode, load_tokenizer
+from mergebench.merging.datapass.samples import load_samples
+from mergebench.merging.datapass.stats import StatsJob, compute_stats
 from mergebench.merging.io.checkpoint import Checkpoint
 from mergebench.merging.regmean_pp import RegMeanPlusPlus
 from mergebench.merging.run import MergeJob, merge
-from mergebench.merging.stats import StatsJob, compute_stats
 
 N, MAX_LEN = 5, 200
 DOMAINS3 = ("instruction", "math", "coding")

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from tinymodels import VOCAB, build_base
 
-from mergebench.merging.data import DOMAINS
+from mergebench.merging.datapass.samples import DOMAINS
 
 
 def save_char_tokenizer(out: Path) -> None:

@@ -43,8 +43,8 @@ def stats_command(kind, model, base, sets, data, samples, out, domain, compat, s
                   device, force, template):
     """Compute Gram matrices (RegMean), the diagonal Fisher, or trained Localize-and-Stitch masks (with
     --base) of one specialist on validation data."""
+    from mergebench.merging.datapass.stats import StatsJob, compute_stats
     from mergebench.merging.pairing import compat_for_stats, resolve_data
-    from mergebench.merging.stats import StatsJob, compute_stats
 
     source, data_domain = resolve_data(data, model, domain, compat_for_stats(kind, compat))
     job = StatsJob(kind, model, source, samples, out, seed=seed, domain=data_domain if Path(source).is_dir() else None,

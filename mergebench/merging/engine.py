@@ -162,7 +162,7 @@ class Merger:
 
     def _load_data(self) -> tuple[list[tuple[str, str | None]], list[list]]:
         """Per specialist: (data source, data domain) and its samples, loaded before anything is written."""
-        from mergebench.merging.data import load_samples
+        from mergebench.merging.datapass.samples import load_samples
         from mergebench.merging.pairing import COMPAT_MODES, resolve_data
 
         if self.job.compat not in COMPAT_MODES:

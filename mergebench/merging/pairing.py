@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from mergebench.errors import MergeBenchError
-from mergebench.merging.data import DOMAINS, check_domain
+from mergebench.merging.datapass.samples import DOMAINS, check_domain
 
 COMPAT_MODES = ("default", "reference")
 REFERENCE_SPECIALIST_ORDER = ("instruction", "math", "coding", "safety", "multilingual")

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from mergebench.errors import MergeBenchError
-from mergebench.merging.datapass import GramCollector, decoder_layers, encode, load_tokenizer
+from mergebench.merging.datapass.model import GramCollector, decoder_layers, encode, load_tokenizer
 from mergebench.merging.engine import Merger, MergeResult
 from mergebench.merging.io.checkpoint import Checkpoint
 from mergebench.merging.io.writer import ShardedWriter, parse_size

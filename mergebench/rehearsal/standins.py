@@ -212,7 +212,7 @@ VALIDATION_COLUMNS = {"instruction": ("instruction", "output"), "math": ("query"
 
 
 def write_validation_sets(root: Path, n: int = 16) -> list[str]:
-    """MergeBench/<domain>_val with each domain's columns (merging/data.py COLUMNS)."""
+    """MergeBench/<domain>_val with each domain's columns (merging/datapass/samples.py COLUMNS)."""
     repos = []
     for d in DOMAIN_NAMES:
         inst, resp = VALIDATION_COLUMNS[d]

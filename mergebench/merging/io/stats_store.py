@@ -1,6 +1,6 @@
 """A statistics directory on disk: its file names, its manifest, writing one whole (renamed into place)
 and reading one tensor's statistic at a time. The merge engine reads statistics through this module only,
-so it does not depend on the pass that computes them (mergebench/merging/stats.py)."""
+so it does not depend on the pass that computes them (mergebench/merging/datapass/stats.py)."""
 
 from __future__ import annotations
 

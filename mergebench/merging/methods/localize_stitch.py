@@ -4,7 +4,7 @@ Localize, two ways (`masks`):
 - `dataless`: the mask of task t keeps |τ_t| ≥ its k-th largest value over the parameter set,
   k = int(sparsity·d), ties kept.
 - `trained`: the masks were trained on each specialist's validation data beforehand and are read from
-  `--stats` (kind mask, `mergebench stats --kind mask`, mergebench/merging/masks.py); sparsity, scope and
+  `--stats` (kind mask, `mergebench stats --kind mask`, mergebench/merging/datapass/masks.py); sparsity, scope and
   threshold_set are then settings of that training, recorded in each mask store.
 
 Stitch, the same for both: where several masks cover an entry, the stitched value is the mean of the

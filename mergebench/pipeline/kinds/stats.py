@@ -8,7 +8,7 @@ from mergebench.pipeline.kinds.family import model_dir, prompt_template, validat
 
 
 def run(ctx: StageContext) -> dict:
-    from mergebench.merging.stats import StatsJob, compute_stats
+    from mergebench.merging.datapass.stats import StatsJob, compute_stats
 
     family, domain, kind = ctx.inputs["family"], ctx.params["domain"], ctx.params["kind"]
     result = compute_stats(StatsJob(kind=kind, model=str(model_dir(family, domain)),

@@ -73,7 +73,7 @@ def train_masks(base: Checkpoint, specialist: Checkpoint, encoded: list[tuple[li
                 device: torch.device, batch_size: int, pad: int,
                 progress: ProgressFn | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Train one specialist's masks; returns (bool mask per merged tensor, on the CPU; what to record)."""
-    from mergebench.merging.datapass import load_model, pad_batch
+    from mergebench.merging.datapass.model import load_model, pad_batch
     from mergebench.merging.methods.localize_stitch import LOCALIZE_STITCH
     from mergebench.merging.plan import MergePlan
     from mergebench.merging.thresholds import global_thresholds

@@ -13,7 +13,7 @@ present, else the CPU):
   where L_n is the mean next-token negative log-likelihood over sample n's response tokens (prompt
   tokens are context only). Samples whose response is truncated away entirely are skipped (counted).
 - **mask**: Localize-and-Stitch's masks, trained with the weights frozen on the model θ0 + σ(S)⊙τ
-  (mergebench/merging/masks.py); needs the base (`base`) as well as the specialist, and writes one
+  (mergebench/merging/datapass/masks.py); needs the base (`base`) as well as the specialist, and writes one
   boolean mask per merged tensor.
 
 Memory: the model in fp32 plus, for gram, one [in, in] fp32 matrix per distinct linear input (about
@@ -38,8 +38,7 @@ from torch import nn
 
 from mergebench.errors import MergeBenchError
 from mergebench.finetune.data import pad_token_id
-from mergebench.merging.data import describe_source, load_samples
-from mergebench.merging.datapass import (
+from mergebench.merging.datapass.model import (
     GramCollector,
     encode,
     layer_linears,
@@ -47,6 +46,7 @@ from mergebench.merging.datapass import (
     load_tokenizer,
     pad_batch,
 )
+from mergebench.merging.datapass.samples import describe_source, load_samples
 from mergebench.merging.device import resolve_device
 from mergebench.merging.fingerprint import fingerprint
 from mergebench.merging.io.checkpoint import Checkpoint
@@ -165,7 +165,7 @@ def compute_stats(job: StatsJob | None = None, progress: ProgressFn | None = Non
     if job.batch_size < 1:
         raise MergeBenchError(f"--batch-size {job.batch_size}: must be at least 1")
     if job.kind == "mask":
-        from mergebench.merging.masks import mask_settings, train_masks
+        from mergebench.merging.datapass.masks import mask_settings, train_masks
 
         hp = mask_settings(job.settings)
         if not job.base:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mergebench.errors import MergeBenchError
-from mergebench.merging.data import Sample
+from mergebench.merging.datapass.samples import Sample
 
 
 def decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
