@@ -8,6 +8,8 @@ engine, so the functions stay trivially testable.
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +61,45 @@ class Param:
                         f"{owner}: setting {self.name}={v} is outside [{self.low}, {self.high}]"
                     )
         return out
+
+
+def setting(default: Any, help: str, *, name: str | None = None, choices: tuple[str, ...] | None = None,
+            low: float | None = None, high: float | None = None, optional: bool = False) -> Any:
+    """A field of a method's settings dataclass (see `params_of`): its default, meaning and allowed values,
+    as a Param has them. `name`: the setting's name where it is no Python identifier (`lambda`)."""
+    meta = {"help": help, "name": name, "choices": choices, "low": low, "high": high, "optional": optional}
+    if isinstance(default, list):  # a dataclass wants a factory for a mutable default
+        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+SETTING_TYPES = (int, float, str, bool, list)
+
+
+def params_of(settings: type) -> tuple[Param, ...]:
+    """The settings a frozen dataclass declares, as Params in field order: each field's type (`X | None`
+    makes it optional, `list[float]` a list), its `setting(...)` default, help, choices and bounds. So a
+    method can declare its settings once, typed, and read them typed (`MethodSpec.typed`)."""
+    owner = getattr(settings, "__qualname__", repr(settings))
+    if not (dataclasses.is_dataclass(settings) and settings.__dataclass_params__.frozen):
+        raise MergeBenchError(f"{owner}: a method's settings must be a frozen dataclass")
+    hints = typing.get_type_hints(settings)
+    params = []
+    for f in dataclasses.fields(settings):
+        meta = f.metadata
+        if "help" not in meta:
+            raise MergeBenchError(f"{owner}.{f.name}: declare the field with setting(default, help)")
+        kind, optional = hints[f.name], meta["optional"]
+        args = typing.get_args(kind)
+        if type(None) in args:  # X | None
+            optional, kind = True, next(a for a in args if a is not type(None))
+        kind = typing.get_origin(kind) or kind
+        if kind not in SETTING_TYPES:
+            raise MergeBenchError(f"{owner}.{f.name}: type {kind!r} is not one of int, float, str, bool, list")
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        params.append(Param(meta["name"] or f.name, kind, default, meta["help"], meta["choices"], meta["low"],
+                            meta["high"], optional))
+    return tuple(params)
 
 
 def _float_list(value: Any) -> list[float]:
@@ -128,6 +169,24 @@ class MethodSpec:
     sum_scale: Callable[[dict[str, Any], int], float] | None = None
     # What `--compat reference` runs instead, where the reference code's defects change this method's result.
     reference_variant: MethodSpec | None = None
+    # The settings as a frozen dataclass of `setting(...)` fields, in place of `params` (derived from it):
+    # `typed(hp)` then gives the validated settings as an instance of it.
+    settings_type: type | None = None
+
+    def __post_init__(self):
+        if self.settings_type is not None:
+            derived = params_of(self.settings_type)
+            if self.params and self.params != derived:  # (dataclasses.replace passes both, equal)
+                raise MergeBenchError(f"method {self.name}: declare its settings as params or as settings_type, "
+                                      "not both")
+            object.__setattr__(self, "params", derived)
+
+    def typed(self, hp: dict[str, Any]) -> Any:
+        """Validated settings (`settings`) as an instance of `settings_type`, for attribute access."""
+        if self.settings_type is None:
+            raise MergeBenchError(f"method {self.name} declares no settings_type")
+        names = {p.name: f.name for p, f in zip(self.params, dataclasses.fields(self.settings_type), strict=True)}
+        return self.settings_type(**{names[k]: v for k, v in hp.items()})
 
     def settings(self, given: dict[str, Any]) -> dict[str, Any]:
         """Validate user settings against the parameters and fill in the defaults."""

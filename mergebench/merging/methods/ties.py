@@ -9,15 +9,16 @@ trimmed zeros never count in the disjoint mean.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from mergebench.merging.methods.spec import (
     MethodSpec,
-    Param,
     TensorContext,
     kth_largest_abs,
+    setting,
     sum_in_order,
     threshold_mask,
 )
@@ -135,22 +136,27 @@ def ties_with_sign_pieces(pieces: Pieces, ctx: TensorContext, hp: dict[str, Any]
             torch.cat(values) if values else torch.empty(0))
 
 
+@dataclass(frozen=True)
+class TiesSettings:
+    """TIES's settings, typed (`TIES.typed(hp)`): MergeBench's reference values as defaults."""
+
+    K: float = setting(0.3, "fraction of each task vector kept by magnitude", low=0.0, high=1.0)
+    lam: float = setting(0.4, "scale of the merged task vector", name="lambda", low=0.0)
+    aggregation: str = setting("sum", "sum (reference) or mean (disjoint mean of the TIES paper)",
+                               choices=("sum", "mean"))
+    scope: str = setting("global", "trim threshold over the whole parameter set or per tensor",
+                         choices=("global", "tensor"))
+    threshold_set: str = setting("reference",
+                                 "entries the global threshold ranks: reference = every tensor whose name lacks "
+                                 "'embed' (an untied lm_head included), merged = only the merged tensors",
+                                 choices=("reference", "merged"))
+
+
 TIES = MethodSpec(
     "ties",
     "TIES: trim to top-K by magnitude, elect signs, merge agreeing entries",
     ties,
-    (
-        Param("K", float, 0.3, "fraction of each task vector kept by magnitude", low=0.0, high=1.0),
-        Param("lambda", float, 0.4, "scale of the merged task vector", low=0.0),
-        Param("aggregation", str, "sum", "sum (reference) or mean (disjoint mean of the TIES paper)",
-              choices=("sum", "mean")),
-        Param("scope", str, "global", "trim threshold over the whole parameter set or per tensor",
-              choices=("global", "tensor")),
-        Param("threshold_set", str, "reference",
-              "entries the global threshold ranks: reference = every tensor whose name lacks 'embed' "
-              "(an untied lm_head included), merged = only the merged tensors",
-              choices=("reference", "merged")),
-    ),
+    settings_type=TiesSettings,
     global_rank=ties_rank,
     with_sign=ties_with_sign,
     with_sign_pieces=ties_with_sign_pieces,
