@@ -263,7 +263,7 @@ class Merger:
         if self.sum_scale is not None and not global_sign:  # a scaled sum, streamed on the CPU
             out = self.source.scaled_sum(name, block, self.sum_scale, dtype)
             if out is not None:  # else not finite: the plain path names the culprit
-                writer.write_part(name, offset, out, handoff=True)
+                writer.write_part(name, offset, out)
                 return 0.0
         if global_sign and self.sign_pieces is not None:
             pieces = self.source.pieces(name, block)
@@ -271,7 +271,7 @@ class Merger:
                                                           dtype, pieces.count, self.source.work(8, pieces.size))
             if pieces.finite:  # else the plain path names the culprit
                 pending.add(name, idx + self.source.first(name, block), values)
-                writer.write_part(name, offset, out, handoff=True)
+                writer.write_part(name, offset, out)
                 return sign_sum
         base, tau = self.source.task_vectors(name, block)
         ctx = self.context(name, thresholds, zero_sign=1.0 if global_sign else None, block=block)
@@ -284,7 +284,7 @@ class Merger:
                 pending.add(name, idx.cpu() + self.source.first(name, block), values.cpu())
         else:
             out = base + self.spec.fn(tau, ctx, self.hp)
-        writer.write_part(name, offset, out.to(dtype).cpu(), handoff=True)  # a new tensor, never reused
+        writer.write_part(name, offset, out.to(dtype).cpu())
         return sign_sum
 
     def finish(self, writer: ShardedWriter, seconds: float, thresholds: list[float] | None,

@@ -8,13 +8,11 @@ when complete, so an interrupted merge never leaves something that looks finishe
 
 from __future__ import annotations
 
-import collections
 import json
 import mmap
 import os
 import shutil
 import struct
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,7 +81,6 @@ class ShardedWriter:
         self._plan(layout, max_shard_size)
         self._handles: dict[int, object] = {}
         self._written: dict[str, int] = {}  # bytes written per tensor
-        self._background = BackgroundWrites()
 
     def _plan(self, layout, max_shard_size: int) -> None:
         current = _Shard()
@@ -124,7 +121,6 @@ class ShardedWriter:
             fh = open(self.tmp_dir / self.shard_name(i), "w+b")  # read too: fix-ups map it
             fh.write(struct.pack("<Q", len(raw)) + raw)
             fh.truncate(acc)
-            fh.flush()  # the header is on the file before any background write lands beside it
             self._handles[i] = fh
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
@@ -134,19 +130,13 @@ class ShardedWriter:
                                   f"planned {slot.dtype}{slot.shape}")
         self.write_part(name, 0, tensor)
 
-    def write_part(self, name: str, byte_offset: int, tensor: torch.Tensor, handoff: bool = False) -> None:
-        """Write a block of a tensor's elements (rows, for large tensors merged piece by piece). `handoff`:
-        the caller never touches the tensor again, so it is written in the background while the next
-        block is computed (BackgroundWrites); an error surfaces at a later write, patch or finish."""
+    def write_part(self, name: str, byte_offset: int, tensor: torch.Tensor) -> None:
+        """Write a block of a tensor's elements (rows, for large tensors merged piece by piece)."""
         slot = self.slots[name]
         if tensor.dtype != slot.dtype:
             raise MergeBenchError(f"internal error: tensor {name} block is {tensor.dtype}, planned {slot.dtype}")
         data = tensor.detach().contiguous().cpu().view(torch.uint8).numpy().data if tensor.numel() else b""
         fh = self._handles[slot.shard]
-        if handoff and tensor.numel():
-            self._background.submit(fh.fileno(), slot.start + byte_offset, data)
-            self._written[name] = self._written.get(name, 0) + data.nbytes
-            return
         fh.seek(slot.start + byte_offset)
         self._written[name] = self._written.get(name, 0) + fh.write(data)
 
@@ -167,7 +157,6 @@ class ShardedWriter:
             return
         slot = self.slots[name]
         fh = self._handles[slot.shard]
-        self._background.drain()
         fh.flush()
         page = mmap.ALLOCATIONGRANULARITY
         offset = slot.start - slot.start % page
@@ -182,7 +171,6 @@ class ShardedWriter:
 
     def finish(self, base_dir: Path, extra_files: dict[str, str]) -> None:
         """Close shards, write the index, copy the base's side files, and move into place."""
-        self._background.drain()
         missing = [n for n, slot in self.slots.items() if self._written.get(n, 0) != slot.nbytes]
         if missing:
             raise MergeBenchError(f"internal error: tensor {missing[0]} was planned but not completely written")
@@ -212,7 +200,6 @@ class ShardedWriter:
                                f"(errno {e.errno}); nothing was written")
 
     def abort(self) -> None:
-        self._background.drain(raise_errors=False)
         for fh in self._handles.values():
             try:
                 fh.close()
@@ -220,59 +207,6 @@ class ShardedWriter:
                 pass
         self._handles.clear()
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
-
-
-class BackgroundWrites:
-    """Bytes written at their offsets by one worker thread, in order, while the caller computes the next
-    block: writing to the page cache is a memory copy the kernel makes with the GIL released (about a
-    second of a 0.5B merge's wall time when made in line). At most LIMIT bytes wait (at least one write);
-    the first error is raised in the caller's thread at its next submit or drain."""
-
-    LIMIT = 64 << 20
-
-    def __init__(self):
-        self._pool: ThreadPoolExecutor | None = None
-        self._waiting: collections.deque[tuple[Future, int]] = collections.deque()
-        self._bytes = 0
-
-    @property
-    def waiting_bytes(self) -> int:
-        return self._bytes
-
-    def submit(self, fd: int, offset: int, data: memoryview) -> None:
-        while self._waiting and self._bytes + data.nbytes > self.LIMIT:
-            self._wait_one()
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="mergebench-writer")
-        self._waiting.append((self._pool.submit(_write_at, fd, offset, data), data.nbytes))
-        self._bytes += data.nbytes
-
-    def drain(self, raise_errors: bool = True) -> None:
-        """Wait for every write and let the worker go; the first error is raised (all are waited for either
-        way)."""
-        first: BaseException | None = None
-        while self._waiting:
-            try:
-                self._wait_one()
-            except OSError as e:
-                first = first or e
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
-        if first is not None and raise_errors:
-            raise first
-
-    def _wait_one(self) -> None:
-        future, nbytes = self._waiting.popleft()
-        self._bytes -= nbytes
-        future.result()
-
-
-def _write_at(fd: int, offset: int, data: memoryview) -> None:
-    view = memoryview(data).cast("B")
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
 
 
 def _remove_stale_partials(out_dir: Path) -> None:
