@@ -154,9 +154,11 @@ def synthetic_subject(models_root: Path, billions: float, specialists: int, rows
 
 
 # --- the child processes: a timed statistics pass, its baseline, the I/O floor -------------------------
-def has_response(ids: list[int], start: int) -> bool:
+def has_response(example) -> bool:
     """Whether the Fisher pass uses this sample: a next-token target after the prompt is left."""
-    return len(ids) > max(start, 1)
+    from mergebench.tokens import IGNORE
+
+    return any(label != IGNORE for label in example.labels[1:])
 
 
 class NullCollector:
@@ -174,19 +176,19 @@ class NullCollector:
         pass
 
 
-def forward_backward(model, encoded: list[tuple[list[int], int]]) -> None:
+def forward_backward(model, encoded) -> None:
     """fisher_pass without the Fisher: the same per-sample forward, loss and backward, nothing accumulated."""
     import torch
 
+    from mergebench.tokens import response_nll
+
     device = next(model.parameters()).device
-    for ids, start in encoded:
-        if not has_response(ids, start):
+    for example in encoded:
+        if not has_response(example):
             continue
-        labels = torch.tensor(ids)
-        labels[:start] = -100
         model.zero_grad(set_to_none=True)
-        logits = model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0, :-1].float()
-        torch.nn.functional.cross_entropy(logits, labels[1:].to(device), ignore_index=-100).backward()
+        logits = model(input_ids=torch.tensor([example.input_ids], device=device), use_cache=False).logits[0]
+        response_nll(logits, torch.tensor(example.labels, device=device), reduction="mean").backward()
     model.zero_grad(set_to_none=True)
 
 
@@ -213,7 +215,7 @@ def child(mode: str, argv: list[str]) -> dict:
         return out[2]
 
     def fisher_tokens(args, out):
-        return sum(len(ids) for ids, start in args[1] if has_response(ids, start))
+        return sum(len(e.input_ids) for e in args[1] if has_response(e))
 
     saved = stats.gram_pass, stats.fisher_pass, stats.GramCollector
     try:
@@ -227,7 +229,7 @@ def child(mode: str, argv: list[str]) -> dict:
             model, encoded, pad, batch_size = baseline_inputs(argv)
             if mode == "forward":
                 stats.GramCollector = NullCollector
-                timed(stats.gram_pass, gram_tokens)(model, [ids for ids, _ in encoded], pad, None, batch_size)
+                timed(stats.gram_pass, gram_tokens)(model, encoded, pad, None, batch_size)
             else:
                 timed(forward_backward, fisher_tokens)(model, encoded)
     finally:
@@ -252,8 +254,8 @@ def baseline_inputs(argv: list[str]):
     a, _ = ap.parse_known_args(argv)
     samples = load_samples(a.data, a.samples, a.seed, None, a.template or "alpaca")
     tokenizer = stats.load_tokenizer(a.tokenizer or a.model)
-    encoded = [stats.encode(tokenizer, s, a.max_length) for s in samples]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    encoded = [stats.encode_sample(tokenizer, s, a.max_length) for s in samples]
+    pad = stats.pad_token_id(tokenizer)
     return stats.load_model(Path(a.model), stats.resolve_device(a.device)), encoded, pad, a.batch_size
 
 

@@ -94,3 +94,18 @@ def test_only_the_executors_build_on_the_streaming_engine():
     users = sorted(m for m, deps in graph.items() if "mergebench.merging.engine" in deps)
     assert users == ["mergebench.merging.regmean_pp", "mergebench.merging.run"], users
     assert "mergebench.merging.plan" in graph["mergebench.merging.datapass.masks"]
+
+
+def test_finetuning_and_the_data_passes_share_tokens_not_each_other():
+    """Tokens, padding and the response NLL live in mergebench/tokens.py. Dependencies point one way: the
+    merging core imports nothing of finetuning (its data passes once borrowed finetune's pad rule), and
+    finetuning reaches into merging only to resolve a model path as checkpoints are resolved."""
+    def reaching(part: str, other: str) -> dict[str, list[str]]:
+        return {f: sorted(m for m in mods if m.startswith(other)) for f, mods in imports_of(part).items()
+                if any(m.startswith(other) for m in mods)}
+
+    assert reaching("finetune", "mergebench.merging") == {"finetune/job.py": ["mergebench.merging.io.checkpoint"]}
+    assert reaching("merging", "mergebench.finetune") == {}
+    users = {f for f, mods in {**imports_of("finetune"), **imports_of("merging")}.items() if "mergebench.tokens" in mods}
+    assert {"finetune/data.py", "finetune/trainer.py", "merging/datapass/stats.py",
+            "merging/datapass/masks.py"} <= users

@@ -20,7 +20,7 @@ from tinydata import build_data_family, write_domain_data
 
 from mergebench.cli.main import main
 from mergebench.errors import MergeBenchError
-from mergebench.merging.datapass.model import encode, load_tokenizer
+from mergebench.merging.datapass.model import load_tokenizer, sample_ids
 from mergebench.merging.datapass.samples import DOMAINS, format_prompt, load_samples
 from mergebench.merging.datapass.stats import StatsJob, compute_stats
 from mergebench.merging.methods import TensorContext
@@ -158,7 +158,7 @@ def _layer_inputs(model_dir: Path, data: Path, domain: str, n: int, max_length: 
     samples = load_samples(str(data), n, 0, domain)
     with torch.no_grad():
         for s in samples:
-            ids, _ = encode(tok, s, max_length)
+            ids, _ = sample_ids(tok, s, max_length)
             model(input_ids=torch.tensor([ids]))
     for h in hooks:
         h.remove()
@@ -185,7 +185,7 @@ def test_gram_pass_equals_brute_force(world, kind):
     samples = load_samples(str(world["data"]), SAMPLES, 0, "math")
     with torch.no_grad():
         x = torch.cat([model.model.layers[0].input_layernorm(model(
-            input_ids=torch.tensor([encode(tok, s, MAX_LEN)[0]]), output_hidden_states=True).hidden_states[0])[0]
+            input_ids=torch.tensor([sample_ids(tok, s, MAX_LEN)[0]]), output_hidden_states=True).hidden_states[0])[0]
             for s in samples]).double()
     torch.testing.assert_close(store["model.layers.0.self_attn.q_proj.weight"].double(), x.T @ x, rtol=1e-4, atol=1e-3)
 

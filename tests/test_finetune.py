@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from mergebench.errors import MergeBenchError
-from mergebench.finetune.data import IGNORE, encode, pack
+from mergebench.finetune.data import encode, pack
 from mergebench.finetune.recipe import TINY_RECIPE, Recipe
 from mergebench.finetune.trainer import finetune, is_complete, plan_steps
 from mergebench.tiny.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+from mergebench.tokens import IGNORE
 
 ROWS = [{"prompt": f"Copy: {a} {b}", "response": f"{a} {b}"} for a in ("cat", "dog", "sun", "moon")
         for b in ("red", "blue", "7", "42")]
@@ -110,3 +111,42 @@ def test_interrupted_run_resumes_bit_identical(tok, tmp_path):
     assert res.resumed_from == 3 and res.steps == plan_steps(len(rows), recipe)[1]
     assert digest(tmp_path / "straight") == digest(tmp_path / "resumed")
     assert not (tmp_path / ".resumed.tmp").exists()
+
+
+def test_data_passes_encode_pad_and_score_exactly_as_finetuning(tok):
+    """One encoding for training and statistics: a validation sample gives the training row's tokens and
+    labels; padding carries no label; the per-sample response NLL is HF's own masked mean."""
+    from transformers import LlamaForCausalLM
+
+    from mergebench.finetune.data import format_prompt
+    from mergebench.merging.datapass.model import encode_sample, sample_ids
+    from mergebench.merging.datapass.samples import Sample
+    from mergebench.tokens import pad_batch, response_nll
+
+    rows = [("Copy: cat red", "cat red"), ("Copy: dog blue 42", "dog blue 42")]
+    trained = [encode(tok, p, r, 512, "alpaca") for p, r in rows]
+    sampled = [encode_sample(tok, Sample(format_prompt(p, "alpaca"), r), 512) for p, r in rows]
+    assert trained == sampled
+    ids, start = sample_ids(tok, Sample(format_prompt(rows[0][0], "alpaca"), rows[0][1]), 512)
+    assert ids == trained[0].input_ids and trained[0].labels[start - 1] == IGNORE != trained[0].labels[start]
+    short = encode(tok, *rows[0], 5, "alpaca")  # the prompt alone is longer: no response token is left
+    assert short.response_start == 5 and set(short.labels) == {IGNORE}
+    batch = pad_batch(trained, tok.pad_token_id)
+    width = max(len(e.input_ids) for e in trained)
+    assert batch["input_ids"].shape == (2, width) and int(batch["attention_mask"][0].sum()) == len(trained[0].input_ids)
+    assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE).all()
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config(tok)).eval()
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        per_sample = response_nll(logits, batch["labels"])
+        for i, e in enumerate(trained):
+            hf = model(input_ids=torch.tensor([e.input_ids]), labels=torch.tensor([e.labels])).loss
+            torch.testing.assert_close(per_sample[i], hf, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(response_nll(logits[i, :len(e.input_ids)], batch["labels"][i, :len(e.input_ids)],
+                                                    reduction="mean"), hf, rtol=1e-5, atol=1e-6)
+        n = int((batch["labels"][:, 1:] != IGNORE).sum())
+        total = sum(float(per_sample[i]) * sum(1 for t in e.labels[1:] if t != IGNORE) for i, e in enumerate(trained))
+        assert abs(float(response_nll(logits, batch["labels"], reduction="sum")) - total) < 1e-3 * n
+    with pytest.raises(ValueError, match="unknown reduction 'max'"):
+        response_nll(logits, batch["labels"], reduction="max")

@@ -22,7 +22,7 @@ from tinymodels import build_base
 import mergebench.merging.io.source as source_module
 from mergebench.cli.main import main
 from mergebench.errors import MergeBenchError
-from mergebench.merging.datapass.model import encode, load_tokenizer
+from mergebench.merging.datapass.model import load_tokenizer, sample_ids
 from mergebench.merging.datapass.samples import load_samples
 from mergebench.merging.datapass.stats import StatsJob, compute_stats
 from mergebench.merging.run import MergeJob, merge
@@ -41,7 +41,7 @@ def finetune(base: Path, data: Path, domain: str, out: Path, steps: int = 12) ->
     trained = [p for n, p in model.named_parameters() if "embed" not in n and not n.startswith("lm_head")]
     opt = torch.optim.Adam(trained, lr=3e-3)
     tok = load_tokenizer(base)
-    rows = [encode(tok, s, MAX_LEN) for s in load_samples(str(data), 12, 1, domain)]
+    rows = [sample_ids(tok, s, MAX_LEN) for s in load_samples(str(data), 12, 1, domain)]
     width = max(len(ids) for ids, _ in rows)
     ids = torch.tensor([seq + [0] * (width - len(seq)) for seq, _ in rows])
     labels = torch.tensor([[-100] * start + seq[start:] + [-100] * (width - len(seq)) for seq, start in rows])
@@ -113,7 +113,7 @@ def masked_loss(base: dict, expert: dict, masks: dict[str, torch.Tensor], base_d
     losses = []
     with torch.no_grad():
         for s in load_samples(str(data), SAMPLES, 0, domain):
-            ids, start = encode(tok, s, MAX_LEN)
+            ids, start = sample_ids(tok, s, MAX_LEN)
             labels = torch.tensor([[-100] * start + ids[start:]])
             losses.append(float(model(input_ids=torch.tensor([ids]), labels=labels).loss))
     return sum(losses) / len(losses)
@@ -173,7 +173,7 @@ def test_mask_step_equals_autograd_through_the_sigmoid(world, tmp_path):
     names = merged_names(base_t)
     model = AutoModelForCausalLM.from_pretrained(world["base"], dtype=torch.float32)
     tok = load_tokenizer(world["base"])
-    rows = [encode(tok, s, MAX_LEN) for s in load_samples(str(world["data"]), SAMPLES, 0, domain)]
+    rows = [sample_ids(tok, s, MAX_LEN) for s in load_samples(str(world["data"]), SAMPLES, 0, domain)]
     logits = {n: torch.where(m, bias, -bias) for n, m in dataless_masks(base_t, expert_t).items()}
     for _ in range(2):
         s = {n: v.clone().requires_grad_() for n, v in logits.items()}

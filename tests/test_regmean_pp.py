@@ -21,7 +21,7 @@ from tinymodels import config
 
 from mergebench.cli.main import main
 from mergebench.errors import MergeBenchError
-from mergebench.merging.datapass.model import encode, load_tokenizer
+from mergebench.merging.datapass.model import load_tokenizer, sample_ids
 from mergebench.merging.datapass.samples import load_samples
 from mergebench.merging.datapass.stats import StatsJob, compute_stats
 from mergebench.merging.io.checkpoint import Checkpoint
@@ -113,7 +113,7 @@ def _reference(base, experts, data, alpha):
                      if isinstance(m, torch.nn.Linear) and f".layers.{l_idx}." in n]
             with torch.no_grad():
                 for s in load_samples(str(data), N, 0, domain):
-                    model(input_ids=torch.tensor([encode(tok, s, MAX_LEN)[0]]))
+                    model(input_ids=torch.tensor([sample_ids(tok, s, MAX_LEN)[0]]))
             for h in hooks:
                 h.remove()
             grams.append(g)

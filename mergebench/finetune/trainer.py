@@ -30,9 +30,10 @@ from typing import Any
 import torch
 
 from mergebench.errors import MergeBenchError
-from mergebench.finetune.data import IGNORE, Example, encode, pack, pad_batch, pad_token_id
+from mergebench.finetune.data import encode, pack
 from mergebench.finetune.distributed import BatchPlan, plan_batches
 from mergebench.finetune.recipe import Recipe
+from mergebench.tokens import IGNORE, Example, pad_batch, pad_token_id, response_nll
 
 ProgressFn = Callable[[int, int, float], None]  # (step, total_steps, loss)
 CHECKPOINT = "checkpoint"
@@ -101,10 +102,7 @@ def _loss_sum(model, batch: dict[str, torch.Tensor], bf16: bool, device: torch.d
     batch = {k: v.to(device) for k, v in batch.items()}
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logits = logits[:, :-1].float()
-    labels = batch["labels"][:, 1:]
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                             ignore_index=IGNORE, reduction="sum")
+    return response_nll(logits, batch["labels"], reduction="sum")
 
 
 def _save_checkpoint(tmp: Path, step: int, model, optimizer, scheduler, run_key: str) -> None:

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from mergebench.errors import MergeBenchError
-from mergebench.merging.datapass.model import GramCollector, decoder_layers, encode, load_tokenizer
+from mergebench.merging.datapass.model import GramCollector, decoder_layers, encode_sample, load_tokenizer
 from mergebench.merging.engine import Merger, MergeResult
 from mergebench.merging.io.checkpoint import Checkpoint
 from mergebench.merging.io.writer import ShardedWriter, parse_size
@@ -93,7 +93,7 @@ class RegMeanPlusPlus(Merger):
                 setattr(decoder, name, self._materialize(child, self.base, f"{decoder_name}.{name}."))
         merged_set = self._merged_set = set(self.merged)
         max_length = self.hp["max_length"]
-        encoded = [[encode(tokenizer, s, max_length)[0] for s in samples] for samples in self.samples]
+        encoded = [[encode_sample(tokenizer, s, max_length).input_ids for s in samples] for samples in self.samples]
         hidden, layer_kwargs = self._record_inputs(decoder, layers, encoded)
         tokens = [sum(len(ids) for ids in enc) for enc in encoded]
 

@@ -28,11 +28,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
 
 from mergebench.errors import MergeBenchError
 from mergebench.merging.io.checkpoint import Checkpoint
 from mergebench.merging.methods.spec import Param, check_settings, threshold_mask
+from mergebench.tokens import Example, pad_batch, response_nll
 
 MASK_PARAMS: tuple[Param, ...] = (
     Param("sparsity", float, 0.1, "fraction of τ the initial (dataless) mask keeps", low=0.0, high=1.0),
@@ -57,23 +57,11 @@ def mask_settings(given: dict[str, Any]) -> dict[str, Any]:
     return hp
 
 
-def response_nll(logits: torch.Tensor, ids: torch.Tensor, attention: torch.Tensor, starts: list[int]) -> torch.Tensor:
-    """Per sample of a right-padded batch: the mean next-token NLL over its response tokens (0 where
-    truncation left none)."""
-    targets = ids[:, 1:].clone()
-    targets[attention[:, 1:] == 0] = -100
-    for i, start in enumerate(starts):
-        targets[i, :max(start - 1, 0)] = -100  # target j is token j + 1: prompt tokens are context only
-    nll = nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=-100,
-                                      reduction="none")
-    return nll.sum(1) / (targets != -100).sum(1).clamp(min=1)
-
-
-def train_masks(base: Checkpoint, specialist: Checkpoint, encoded: list[tuple[list[int], int]], hp: dict[str, Any],
+def train_masks(base: Checkpoint, specialist: Checkpoint, encoded: list[Example], hp: dict[str, Any],
                 device: torch.device, batch_size: int, pad: int,
                 progress: ProgressFn | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Train one specialist's masks; returns (bool mask per merged tensor, on the CPU; what to record)."""
-    from mergebench.merging.datapass.model import load_model, pad_batch
+    from mergebench.merging.datapass.model import load_model
     from mergebench.merging.methods.localize_stitch import LOCALIZE_STITCH
     from mergebench.merging.plan import MergePlan
     from mergebench.merging.thresholds import global_thresholds
@@ -99,7 +87,7 @@ def train_masks(base: Checkpoint, specialist: Checkpoint, encoded: list[tuple[li
         params[name].requires_grad_(True)
     initial = {n: s > 0 for n, s in logits.items()}
 
-    used = [(ids, start) for ids, start in encoded if start < len(ids)]  # a response token to predict
+    used = [e for e in encoded if e.response_start < len(e.input_ids)]  # a response token to predict
     if hp["epochs"] and not used:
         raise MergeBenchError("no sample has a response token left after truncation; raise --max-length")
     batches = [used[i:i + batch_size] for i in range(0, len(used), batch_size)]
@@ -112,10 +100,9 @@ def train_masks(base: Checkpoint, specialist: Checkpoint, encoded: list[tuple[li
                 params[name].grad = None
         total = 0.0
         for b, chunk in enumerate(batches):
-            ids, attention = pad_batch([seq for seq, _ in chunk], pad)
-            ids, attention = ids.to(device), attention.to(device)
-            out = model(input_ids=ids, attention_mask=attention, use_cache=False).logits
-            loss = response_nll(out, ids, attention, [start for _, start in chunk]).sum() / len(used)
+            batch = {k: v.to(device) for k, v in pad_batch(chunk, pad).items()}
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+            loss = response_nll(out, batch["labels"]).sum() / len(used)
             loss.backward()
             total += float(loss.detach())
             if progress:
@@ -146,6 +133,6 @@ def train_masks(base: Checkpoint, specialist: Checkpoint, encoded: list[tuple[li
         "relaxed_loss_per_epoch": losses,
         "samples_used": len(used),
         "samples_skipped": len(encoded) - len(used),
-        "response_tokens": sum(len(ids) - start for ids, start in used),
+        "response_tokens": sum(len(e.input_ids) - e.response_start for e in used),
     }
     return masks, record

@@ -1,6 +1,7 @@
 """Running a Hugging Face model over validation samples: what the statistics pass, Localize-and-Stitch's
-mask training and RegMean++'s layer-by-layer merge share (load, tokenize, pad, the decoder's layers and
-linears, Gram accumulation by hooks). Nothing here knows a merging method or writes a file."""
+mask training and RegMean++'s layer-by-layer merge share (load, tokenize, the decoder's layers and
+linears, Gram accumulation by hooks). Tokens, padding and the response NLL are `mergebench.tokens`,
+the very code finetuning trains with. Nothing here knows a merging method or writes a file."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from torch import nn
 
 from mergebench.errors import MergeBenchError
 from mergebench.merging.datapass.samples import Sample
+from mergebench.tokens import Example, encode
 
 
 def decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -74,26 +76,15 @@ class GramCollector:
 # --- tokenization -----------------------------------------------------------------------------------
 
 
-def encode(tokenizer, sample: Sample, max_length: int) -> tuple[list[int], int]:
+def encode_sample(tokenizer, sample: Sample, max_length: int) -> Example:
+    """A validation sample's tokens and labels, exactly as finetuning encodes a training row."""
+    return encode(tokenizer, sample.prompt, sample.response, max_length)
+
+
+def sample_ids(tokenizer, sample: Sample, max_length: int) -> tuple[list[int], int]:
     """Token ids of prompt + response (+ EOS), truncated, and the index where the response starts."""
-    prompt = tokenizer(sample.prompt, add_special_tokens=True)["input_ids"]
-    response = tokenizer(sample.response, add_special_tokens=False)["input_ids"]
-    ids = list(prompt) + list(response)
-    if tokenizer.eos_token_id is not None:
-        ids.append(tokenizer.eos_token_id)
-    return ids[:max_length], min(len(prompt), max_length)
-
-
-def pad_batch(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded token ids [B, width] and their attention mask (1 on real tokens); with right padding
-    causal attention never sees the pads."""
-    width = max(len(seq) for seq in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, seq in enumerate(seqs):
-        ids[i, :len(seq)] = torch.tensor(seq)
-        mask[i, :len(seq)] = 1
-    return ids, mask
+    example = encode_sample(tokenizer, sample, max_length)
+    return example.input_ids, example.response_start
 
 
 def load_tokenizer(path: str | Path):

@@ -37,20 +37,19 @@ import torch
 from torch import nn
 
 from mergebench.errors import MergeBenchError
-from mergebench.finetune.data import pad_token_id
 from mergebench.merging.datapass.model import (
     GramCollector,
-    encode,
+    encode_sample,
     layer_linears,
     load_model,
     load_tokenizer,
-    pad_batch,
 )
 from mergebench.merging.datapass.samples import describe_source, load_samples
 from mergebench.merging.device import resolve_device
 from mergebench.merging.fingerprint import fingerprint
 from mergebench.merging.io.checkpoint import Checkpoint
 from mergebench.merging.io.stats_store import CONFIG_FIELDS, KINDS, write_stats
+from mergebench.tokens import IGNORE, Example, pad_batch, pad_token_id, response_nll
 
 FISHER_VARIANT = ("empirical diagonal Fisher: mean over samples of the squared gradient of the sample's mean "
                   "next-token NLL over its response tokens")
@@ -89,29 +88,30 @@ class StatsResult:
 # --- the passes -------------------------------------------------------------------------------------
 
 
-def gram_pass(model: nn.Module, batches: list[list[int]], pad: int, progress: ProgressFn | None = None,
+def gram_pass(model: nn.Module, examples: list[Example], pad: int, progress: ProgressFn | None = None,
               batch_size: int = 8) -> tuple[dict[str, torch.Tensor], dict[str, str], int]:
-    """Gram matrices of every decoder linear's input over `batches` (token id lists); returns
-    (grams by owner weight name, aliases, token count)."""
+    """Gram matrices of every decoder linear's input over `examples` (prompt and response tokens alike);
+    returns (grams by owner weight name, aliases, token count)."""
     device = next(model.parameters()).device
     collector = GramCollector(layer_linears(model))
     tokens = 0
     try:
         with torch.no_grad():
-            for start in range(0, len(batches), batch_size):
-                ids, mask = pad_batch(batches[start:start + batch_size], pad)
+            for start in range(0, len(examples), batch_size):
+                batch = pad_batch(examples[start:start + batch_size], pad)
+                ids, mask = batch["input_ids"], batch["attention_mask"]
                 collector.mask = mask.reshape(-1).bool().to(device)
                 model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
                 collector.end_pass()
                 tokens += int(mask.sum())
                 if progress:
-                    progress(min(start + batch_size, len(batches)), len(batches))
+                    progress(min(start + batch_size, len(examples)), len(examples))
     finally:
         collector.remove()
     return collector.grams, collector.aliases, tokens
 
 
-def fisher_pass(model: nn.Module, encoded: list[tuple[list[int], int]],
+def fisher_pass(model: nn.Module, examples: list[Example],
                 progress: ProgressFn | None = None) -> tuple[dict[str, torch.Tensor], int, int, int]:
     """Diagonal empirical Fisher of every parameter; returns (fisher by name, samples used, skipped,
     response tokens)."""
@@ -119,24 +119,22 @@ def fisher_pass(model: nn.Module, encoded: list[tuple[list[int], int]],
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
     used = skipped = response_tokens = 0
-    for i, (ids, start) in enumerate(encoded):
-        labels = torch.tensor(ids)
-        labels[:start] = -100
-        n_resp = int((labels[1:] != -100).sum())
+    for i, example in enumerate(examples):
+        labels = torch.tensor(example.labels)
+        n_resp = int((labels[1:] != IGNORE).sum())
         if n_resp == 0:
             skipped += 1
         else:
             model.zero_grad(set_to_none=True)
-            logits = model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0, :-1].float()
-            loss = nn.functional.cross_entropy(logits, labels[1:].to(device), ignore_index=-100)
-            loss.backward()
+            logits = model(input_ids=torch.tensor([example.input_ids], device=device), use_cache=False).logits[0]
+            response_nll(logits, labels.to(device), reduction="mean").backward()
             for n, p in params.items():
                 if p.grad is not None:
                     fisher[n].add_(p.grad.detach().float().square())
             used += 1
             response_tokens += n_resp
         if progress:
-            progress(i + 1, len(encoded))
+            progress(i + 1, len(examples))
     model.zero_grad(set_to_none=True)
     if used == 0:
         raise MergeBenchError("no sample has a response token left after truncation; raise --max-length")
@@ -183,7 +181,7 @@ def compute_stats(job: StatsJob | None = None, progress: ProgressFn | None = Non
     device = resolve_device(job.device)
     tokenizer_path = job.tokenizer or (base or ckpt).path  # masked models read the data with the base's embeddings
     tokenizer = load_tokenizer(tokenizer_path)
-    encoded = [encode(tokenizer, s, job.max_length) for s in samples]
+    encoded = [encode_sample(tokenizer, s, job.max_length) for s in samples]
 
     manifest: dict[str, Any] = {
         "kind": job.kind,
@@ -200,17 +198,17 @@ def compute_stats(job: StatsJob | None = None, progress: ProgressFn | None = Non
         "tokenizer": str(tokenizer_path),
     }
     if job.kind == "gram":
-        grams, aliases, tokens = gram_pass(load_model(ckpt.path, device), [ids for ids, _ in encoded],
+        grams, aliases, tokens = gram_pass(load_model(ckpt.path, device), encoded,
                                            pad_token_id(tokenizer), progress, job.batch_size)
         tensors = grams
         manifest.update(tokens=tokens, aliases=aliases, linears=sorted([*grams, *aliases]))
     elif job.kind == "mask":
         tensors, record = train_masks(base, ckpt, encoded, hp, device, job.batch_size, pad_token_id(tokenizer), progress)
         manifest.update(base=str(base.path), base_files={f.name: fingerprint(f) for f in base.files},
-                        settings=hp, tokens=sum(len(ids) for ids, _ in encoded), **record)
+                        settings=hp, tokens=sum(len(e.input_ids) for e in encoded), **record)
     else:
         tensors, used, skipped, tokens = fisher_pass(load_model(ckpt.path, device), encoded, progress)
-        manifest.update(tokens=sum(len(ids) for ids, _ in encoded), response_tokens=tokens, samples_used=used,
+        manifest.update(tokens=sum(len(e.input_ids) for e in encoded), response_tokens=tokens, samples_used=used,
                         samples_skipped=skipped, variant=FISHER_VARIANT,
                         mean=float(sum(f.double().sum() for f in tensors.values())
                                    / sum(f.numel() for f in tensors.values())))
