@@ -84,3 +84,18 @@ def test_settings_that_are_not_declared_properly_are_refused():
         MethodSpec("both", "", lambda tau, ctx, hp: tau, (Param("y", float, 1.0, "y"),), settings_type=Mine)
     with pytest.raises(MergeBenchError, match=r"^method plain declares no settings_type$"):
         MethodSpec("plain", "", lambda tau, ctx, hp: tau).typed({})
+
+
+def test_every_built_in_method_declares_its_settings_as_a_dataclass():
+    """Each built-in's settings are a frozen dataclass whose typed instance holds exactly the validated
+    settings, in declaration order (the Params and their defaults are unchanged: see test_plugins)."""
+    import dataclasses
+
+    for name, spec in METHODS.items():
+        assert spec.settings_type is not None, name
+        hp = spec.settings({})
+        typed = spec.typed(hp)
+        assert list(dataclasses.astuple(typed)) == list(hp.values()), name
+        assert [p.name for p in spec.params] == list(hp), name
+    assert METHODS["dare"].typed(METHODS["dare"].settings({"p": "0.5"})).p == 0.5
+    assert METHODS["soup"].typed(METHODS["soup"].settings({})).lam is None

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from mergebench.errors import MergeBenchError
-from mergebench.merging.methods.spec import MethodSpec, Param, TensorContext
+from mergebench.merging.methods.spec import MethodSpec, TensorContext, setting
 
 
 def consensus(tau: torch.Tensor, ctx: TensorContext, hp: dict[str, Any]) -> torch.Tensor:
@@ -25,16 +26,19 @@ def consensus(tau: torch.Tensor, ctx: TensorContext, hp: dict[str, Any]) -> torc
     return total * agree * hp["lambda"]
 
 
+@dataclass(frozen=True)
+class ConsensusSettings:
+    lambda_t: list[float] = setting([0.2], "TALL mask threshold per task (one value for all, or one per "
+                                    "specialist)", low=0.0)
+    k: int = setting(2, "minimum number of agreeing task masks", low=0)
+    lam: float = setting(0.4, "scale of the summed task vectors (the reference ignores it)", name="lambda", low=0.0)
+
+
 CONSENSUS = MethodSpec(
     "consensus",
     "Consensus / TALL masks: task arithmetic restricted to entries ≥ k tasks rely on",
     consensus,
-    (
-        Param("lambda_t", list, [0.2], "TALL mask threshold per task (one value for all, or one per specialist)",
-              low=0.0),
-        Param("k", int, 2, "minimum number of agreeing task masks", low=0),
-        Param("lambda", float, 0.4, "scale of the summed task vectors (the reference ignores it)", low=0.0),
-    ),
+    settings_type=ConsensusSettings,
     reference="Wang et al. 2024",
     elementwise=True,
 )

@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from mergebench.merging.methods.spec import MethodSpec, Param, TensorContext
+from mergebench.merging.methods.spec import MethodSpec, TensorContext, setting
 
 
 def mask_seed(seed: int, tensor: str, label: str) -> int:
@@ -70,15 +71,18 @@ def dare(tau: torch.Tensor, ctx: TensorContext, hp: dict[str, Any]) -> torch.Ten
     return out * (hp["lambda"] / keep)
 
 
+@dataclass(frozen=True)
+class DareSettings:
+    p: float = setting(0.9, "drop probability", low=0.0, high=0.999999)
+    lam: float = setting(0.4, "scale of the summed task vectors", name="lambda", low=0.0)
+    seed: int = setting(0, "seed of the drop masks (the reference sets none)")
+
+
 DARE = MethodSpec(
     "dare",
     "DARE: random drop with rescale, then task arithmetic",
     dare,
-    (
-        Param("p", float, 0.9, "drop probability", low=0.0, high=0.999999),
-        Param("lambda", float, 0.4, "scale of the summed task vectors", low=0.0),
-        Param("seed", int, 0, "seed of the drop masks (the reference sets none)"),
-    ),
+    settings_type=DareSettings,
     reference="Yu et al. 2024",
     elementwise=True,
 )

@@ -8,12 +8,13 @@ the statistics pass), so specialists whose losses have different scales weigh al
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from mergebench.merging.io.stats_store import FISHER as FISHER_STATS
-from mergebench.merging.methods.spec import MethodSpec, Param, TensorContext
+from mergebench.merging.methods.spec import MethodSpec, TensorContext, setting
 
 
 def fisher(tau: torch.Tensor, ctx: TensorContext, hp: dict[str, Any]) -> torch.Tensor:
@@ -26,14 +27,17 @@ def fisher(tau: torch.Tensor, ctx: TensorContext, hp: dict[str, Any]) -> torch.T
     return (weights * tau).sum(0) / weights.sum(0)
 
 
+@dataclass(frozen=True)
+class FisherSettings:
+    epsilon: float = setting(1e-6, "floor of the Fisher values (entries below it count as epsilon)", low=0.0)
+    normalize: bool = setting(False, "divide each specialist's Fisher by its mean over all parameters first")
+
+
 FISHER = MethodSpec(
     "fisher",
     "Fisher merging: entry-wise average weighted by each specialist's diagonal Fisher (needs --stats)",
     fisher,
-    (
-        Param("epsilon", float, 1e-6, "floor of the Fisher values (entries below it count as epsilon)", low=0.0),
-        Param("normalize", bool, False, "divide each specialist's Fisher by its mean over all parameters first"),
-    ),
+    settings_type=FisherSettings,
     reference="Matena & Raffel 2022",
     stats_kind=FISHER_STATS,
 )

@@ -21,13 +21,20 @@ are ranked but never written back (an untied lm_head) keep the unmodified base, 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from mergebench.errors import MergeBenchError
 from mergebench.merging.io.stats_store import MASK
-from mergebench.merging.methods.spec import MethodSpec, Param, TensorContext, kth_largest_abs, threshold_mask
+from mergebench.merging.methods.spec import (
+    MethodSpec,
+    TensorContext,
+    kth_largest_abs,
+    setting,
+    threshold_mask,
+)
 
 MASK_SOURCES = ("dataless", "trained")
 # Settings that only shape dataless masks; trained masks carry their own (set at `mergebench stats`).
@@ -126,22 +133,24 @@ def _check_reference(given: set[str], hp: dict[str, Any]) -> None:
                               f"masks={hp['masks']}, scope={hp['scope']}")
 
 
+@dataclass(frozen=True)
+class LocalizeStitchSettings:
+    sparsity: float = setting(0.1, "fraction of each task vector localized", low=0.0, high=1.0)
+    scope: str = setting("global", "mask threshold over the whole parameter set or per tensor",
+                         choices=("global", "tensor"))
+    threshold_set: str = setting("reference", "entries the global threshold ranks: reference = every tensor whose "
+                                 "name lacks 'embed', merged = only the merged tensors",
+                                 choices=("reference", "merged"))
+    masks: str = setting("dataless", "dataless: top-sparsity masks; trained: masks trained on validation data, read "
+                         "from --stats (`mergebench stats --kind mask`)", choices=MASK_SOURCES)
+
+
 LOCALIZE_STITCH = MethodSpec(
     "localize_stitch",
     "Localize-and-Stitch: per-task sparse masks (top-sparsity, or trained on validation data: --stats), "
     "overlaps averaged",
     localize_stitch,
-    (
-        Param("sparsity", float, 0.1, "fraction of each task vector localized", low=0.0, high=1.0),
-        Param("scope", str, "global", "mask threshold over the whole parameter set or per tensor",
-              choices=("global", "tensor")),
-        Param("threshold_set", str, "reference",
-              "entries the global threshold ranks: reference = every tensor whose name lacks 'embed', "
-              "merged = only the merged tensors", choices=("reference", "merged")),
-        Param("masks", str, "dataless",
-              "dataless: top-sparsity masks; trained: masks trained on validation data, read from --stats "
-              "(`mergebench stats --kind mask`)", choices=MASK_SOURCES),
-    ),
+    settings_type=LocalizeStitchSettings,
     global_rank=localize_rank,
     reference="He et al. 2025",
     stats_kind=lambda hp: MASK if hp["masks"] == "trained" else None,

@@ -14,13 +14,14 @@ base's weights) and says so in a warning. Tensors without a Gram (norms, biases)
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from mergebench.catalog.prompts import TEMPLATES
 from mergebench.merging.io.stats_store import GRAM
-from mergebench.merging.methods.spec import MethodSpec, Param, TensorContext
+from mergebench.merging.methods.spec import MethodSpec, TensorContext, setting
 
 
 def regularize(grams: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -55,18 +56,30 @@ def regmean(tau: torch.Tensor, ctx: TensorContext, hp: dict[str, Any]) -> torch.
     return solve_spd(grams.sum(0), rhs, ctx.name).T
 
 
-GRAM_SCALE = Param("gram_scale", str, "sum",
-                   "sum: Grams summed over tokens (the least-squares definition; specialists with more "
-                   "tokens weigh more); mean: each Gram divided by its token count", choices=("sum", "mean"))
+GRAM_SCALE_HELP = ("sum: Grams summed over tokens (the least-squares definition; specialists with more tokens "
+                   "weigh more); mean: each Gram divided by its token count")
+
+
+@dataclass(frozen=True)
+class RegMeanSettings:
+    alpha: float = setting(0.5, "scale of the Grams' off-diagonal entries", low=0.0, high=1.0)
+    gram_scale: str = setting("sum", GRAM_SCALE_HELP, choices=("sum", "mean"))
+
+
+@dataclass(frozen=True)
+class RegMeanPlusPlusSettings:
+    alpha: float = setting(0.1, "scale of the Grams' off-diagonal entries", low=0.0, high=1.0)
+    gram_scale: str = setting("sum", GRAM_SCALE_HELP, choices=("sum", "mean"))
+    samples: int = setting(1000, "validation samples per specialist", low=1)
+    seed: int = setting(0, "seed of the sample selection")
+    max_length: int = setting(2048, "truncate samples to this many tokens", low=2)
+    template: str = setting("alpaca", "prompt template the specialists were finetuned with", choices=TEMPLATES)
 
 REGMEAN = MethodSpec(
     "regmean",
     "RegMean: per linear layer, least-squares merge under each specialist's input Gram (needs --stats)",
     regmean,
-    (
-        Param("alpha", float, 0.5, "scale of the Grams' off-diagonal entries", low=0.0, high=1.0),
-        GRAM_SCALE,
-    ),
+    settings_type=RegMeanSettings,
     reference="Jin et al. 2023",
     stats_kind=GRAM,
 )
@@ -75,15 +88,7 @@ REGMEAN_PP = MethodSpec(
     "regmean_pp",
     "RegMean++: RegMean layer by layer on inputs from the merged layers below (needs --data; Llama, Gemma-2)",
     regmean,
-    (
-        Param("alpha", float, 0.1, "scale of the Grams' off-diagonal entries", low=0.0, high=1.0),
-        GRAM_SCALE,
-        Param("samples", int, 1000, "validation samples per specialist", low=1),
-        Param("seed", int, 0, "seed of the sample selection"),
-        Param("max_length", int, 2048, "truncate samples to this many tokens", low=2),
-        Param("template", str, "alpaca", "prompt template the specialists were finetuned with",
-              choices=TEMPLATES),
-    ),
+    settings_type=RegMeanPlusPlusSettings,
     reference="Nguyen et al. 2025",
     needs_data=True,
 )

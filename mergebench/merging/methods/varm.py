@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,10 +18,15 @@ def varm(tau: torch.Tensor, ctx: TensorContext, hp: dict[str, Any]) -> torch.Ten
     return torch.tensordot(weights, tau, dims=1)
 
 
+@dataclass(frozen=True)
+class VarmSettings:
+    """VaRM has no settings: its weights come from the task vectors alone."""
+
+
 VARM = MethodSpec(
     "varm",
     "FuseChat VaRM: per-matrix weights from the variation ratio of each specialist",
     varm,
-    (),
+    settings_type=VarmSettings,
     reference="Wan et al. 2024 (FuseChat)",
 )
